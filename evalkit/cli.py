@@ -1,0 +1,146 @@
+"""Command line: `evalkit run`, `evalkit report`, `evalkit list`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from evalkit import registry
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (registry.UnknownNameError, ValueError, FileNotFoundError, TypeError, RuntimeError) as exc:
+        print(f"evalkit: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evalkit", description="Benchmark robot VLA policies in simulation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run episodes and store results (re-run to finish an interrupted run)")
+    run.add_argument("--config", help="YAML file with the same keys as these flags (flags win)")
+    run.add_argument("--suite", dest="suites", help="suite name(s), comma-separated (default libero_spatial)")
+    run.add_argument("--policy", help="policy name (default oracle)")
+    run.add_argument("--policy-arg", dest="policy_args", action="append", metavar="KEY=VALUE",
+                     help="policy argument, repeatable (e.g. checkpoint=PATH)")
+    run.add_argument("--mode", help="chunk execution: open_loop | receding:K | ensemble:TEMP")
+    run.add_argument("--preset", help="protocol preset: " + ", ".join(registry.names("preset")))
+    run.add_argument("--max-steps", type=int, help="override the budget (env steps or queries, per the preset)")
+    run.add_argument("--budget-unit", choices=["env_steps", "queries"], help="override what the budget counts")
+    run.add_argument("--success-rule", choices=["first", "last"], help="override: end at first success / judge last step")
+    run.add_argument("--wait-steps", type=int, help="override the number of settling steps")
+    run.add_argument("--tasks", help="task ids, comma-separated (default: all)")
+    run.add_argument("--episodes-per-task", type=int, help="init states 0..N-1 per task (default: the suite's 50)")
+    run.add_argument("--seed", type=int)
+    run.add_argument("--workers", "-w", type=int, help="simulator processes (default 1)")
+    run.add_argument("--out", help="run directory (default runs/<suite>__<policy>__<mode>__<preset>)")
+    run.add_argument("--video", action="store_true", default=None, help="save an mp4 per episode")
+    run.add_argument("--render-all", action="store_true", default=None,
+                     help="render both cameras every step like a bare loop (slower; same outcomes)")
+    run.add_argument("--assets", help="LIBERO assets folder or libero-assets.tar.gz")
+    run.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex"])
+    run.add_argument("--no-progress", action="store_true")
+    run.set_defaults(handler=_cmd_run)
+
+    report = sub.add_parser("report", help="success-rate tables of one or more run directories")
+    report.add_argument("run_dirs", nargs="+")
+    report.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex"])
+    report.set_defaults(handler=_cmd_report)
+
+    lister = sub.add_parser("list", help="registered suites, policies and protocol presets")
+    lister.set_defaults(handler=_cmd_list)
+    return parser
+
+
+def run_config_from_args(args: argparse.Namespace):
+    from evalkit.run import RunConfig
+
+    values: dict = {}
+    if args.config:
+        values.update(_load_yaml(Path(args.config)))
+    flags = {k: v for k, v in vars(args).items()
+             if v is not None and k not in ("config", "handler", "command", "format", "no_progress")}
+    if "policy_args" in flags:
+        values["policy_args"] = {**values.get("policy_args", {}), **_parse_key_values(flags.pop("policy_args"))}
+    if "tasks" in flags:
+        flags["tasks"] = [int(t) for t in flags["tasks"].split(",") if t.strip()]
+    values.update(flags)
+    return RunConfig.from_dict(values)
+
+
+def _load_yaml(path: Path) -> dict:
+    import yaml
+
+    if not path.exists():
+        raise FileNotFoundError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of run settings at the top level")
+    if "suite" in data and "suites" not in data:
+        data["suites"] = data.pop("suite")
+    return data
+
+
+def _parse_key_values(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--policy-arg expects KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+def _cmd_run(args) -> int:
+    from evalkit.run import execute
+
+    config = run_config_from_args(args)
+    out = execute(config, progress=not args.no_progress)
+    print(render_report([out], args.format))
+    print(f"results: {out}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    print(render_report(args.run_dirs, args.format))
+    return 0
+
+
+def render_report(run_dirs, fmt: str = "markdown") -> str:
+    from evalkit.report import full_report
+    from evalkit.store import ResultStore
+
+    results, families, notes = [], {}, []
+    for run_dir in run_dirs:
+        store = ResultStore(run_dir, readonly=True)
+        results.extend(store.results())
+        families.update({name: info["family"] for name, info in store.meta("suites", {}).items()})
+        semantics = store.meta("semantics", {})
+        identity = store.meta("identity", {})
+        proto = semantics.get("protocol", {})
+        notes.append(f"{run_dir}: policy {identity.get('policy')} {identity.get('policy_args') or ''}, "
+                     f"mode {semantics.get('execution_mode')}, protocol {proto.get('name')} "
+                     f"(wait {proto.get('wait_steps')}, budget {proto.get('budget') or 'suite limit'} "
+                     f"{proto.get('budget_unit')}, success at {proto.get('success_rule')} step)")
+        store.close()
+    if fmt == "csv":
+        notes = []
+    return full_report(results, families, fmt, notes)
+
+
+def _cmd_list(args) -> int:
+    for kind, title in (("suite", "suites"), ("policy", "policies"), ("preset", "protocol presets")):
+        print(f"{title}:")
+        for name in registry.names(kind):
+            print(f"  {name:18s} {registry.target(kind, name)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

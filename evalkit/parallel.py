@@ -1,0 +1,218 @@
+"""W worker processes, each owning a simulator; the policy stays in this process.
+
+Each worker runs `runner.run_episode` with a `PolicyProxy` in place of the policy:
+a query sends the observation here, where queries from all workers are answered
+with one `act_batch` call. Stateful policies (scripted ones) get one instance per
+worker instead, so batching never mixes their episodes' state.
+
+Worker discipline (after Gymnasium's async vector env): one command loop per worker,
+errors sent back with the traceback, a timeout on every wait, spawn start method.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Callable, Optional
+
+from evalkit.execution import wrap
+from evalkit.policy import act_batch
+from evalkit.protocol import Protocol
+from evalkit.runner import run_episode
+from evalkit.suite import EnvOptions
+from evalkit.types import EpisodeResult, EpisodeSpec, PolicySpec
+
+REPLY_TIMEOUT_S = 1800.0  # a worker waiting longer than this for its chunk gives up on the episode
+
+
+class PolicyProxy:
+    """Stands in for the policy inside a worker; the real one answers from the parent."""
+
+    def __init__(self, conn: Connection, spec: PolicySpec):
+        self.conn = conn
+        self.spec = spec
+
+    def reset(self) -> None:
+        self.conn.send(("reset",))
+
+    def act(self, obs, instruction: str):
+        self.conn.send(("query", obs, instruction))
+        if not self.conn.poll(REPLY_TIMEOUT_S):
+            raise TimeoutError(f"no reply from the policy process within {REPLY_TIMEOUT_S:.0f} s")
+        kind, payload = self.conn.recv()
+        if kind == "policy_error":
+            raise RuntimeError(f"the policy raised in the parent process:\n{payload}")
+        return payload
+
+
+@dataclass
+class WorkerConfig:
+    spec: PolicySpec
+    mode: str
+    protocol: Protocol
+    env_options: EnvOptions
+    video_dir: Optional[str] = None
+
+
+def episode_error(episode: EpisodeSpec, message: str) -> EpisodeResult:
+    """A result for an episode that could not run at all (env build failed, worker died)."""
+    return EpisodeResult(episode.suite, episode.task_id, episode.task_name, episode.init_index, episode.seed,
+                         False, "error", 0, 0, 0.0, 0.0, error=message)
+
+
+class EpisodeWorker:
+    """What runs episodes given an env per suite; shared by the in-process and worker paths."""
+
+    def __init__(self, policy, config: WorkerConfig):
+        self.config = config
+        self.policy = wrap(policy, config.mode)
+        self.envs: dict = {}
+
+    def run(self, episode: EpisodeSpec) -> EpisodeResult:
+        try:
+            env = self._env(episode.suite)
+        except Exception:
+            return episode_error(episode, "could not build the env:\n" + traceback.format_exc())
+        video = self.config.video_dir is not None
+        result, frames = run_episode(env, self.policy, episode, self.config.protocol, video)
+        if frames:
+            from evalkit.video import save_episode_video
+
+            result.video = save_episode_video(self.config.video_dir, result, frames)
+        return result
+
+    def _env(self, suite_name: str):
+        if suite_name not in self.envs:
+            from evalkit.registry import make_suite
+
+            self.envs[suite_name] = make_suite(suite_name).make_env(self.config.env_options)
+        return self.envs[suite_name]
+
+    def close(self) -> None:
+        for env in self.envs.values():
+            try:
+                env.close()
+            except Exception:
+                pass
+        self.envs.clear()
+
+
+def _worker_main(conn: Connection, config: WorkerConfig) -> None:
+    worker = EpisodeWorker(PolicyProxy(conn, config.spec), config)
+    try:
+        while True:
+            message = conn.recv()
+            if message[0] == "stop":
+                break
+            conn.send(("result", worker.run(message[1])))
+    except (EOFError, KeyboardInterrupt, BrokenPipeError):
+        pass  # the parent is gone: nothing left to do
+    finally:
+        worker.close()
+
+
+@dataclass
+class _Slot:
+    index: int
+    process: mp.Process
+    conn: Connection
+    policy: object
+    episode: Optional[EpisodeSpec] = None
+
+
+class ParallelRunner:
+    """Runs episodes on W spawned workers; results are handed to `on_result` as they finish."""
+
+    def __init__(self, make_policy: Callable[[], object], config: WorkerConfig, workers: int,
+                 batch_window_s: float = 0.002):
+        self.config = config
+        self.workers = workers
+        self.batch_window_s = batch_window_s
+        self.make_policy = make_policy
+        self.shared_policy = None if config.spec.stateful else make_policy()
+        self.ctx = mp.get_context("spawn")
+
+    def run(self, episodes: list[EpisodeSpec], on_result: Callable[[EpisodeResult], None]) -> None:
+        todo = deque(episodes)
+        slots = [self._spawn(i) for i in range(min(self.workers, len(todo)))]
+        try:
+            for slot in slots:
+                self._assign(slot, todo)
+            while any(slot.episode for slot in slots):
+                self._serve_once(slots, todo, on_result)
+        finally:
+            for slot in slots:
+                self._stop(slot)
+
+    def _spawn(self, index: int) -> _Slot:
+        parent_conn, child_conn = self.ctx.Pipe()
+        process = self.ctx.Process(target=_worker_main, args=(child_conn, self.config), daemon=True,
+                                   name=f"evalkit-worker-{index}")
+        process.start()
+        child_conn.close()
+        policy = self.make_policy() if self.config.spec.stateful else self.shared_policy
+        return _Slot(index, process, parent_conn, policy)
+
+    def _assign(self, slot: _Slot, todo: deque) -> None:
+        slot.episode = todo.popleft() if todo else None
+        if slot.episode is not None:
+            slot.conn.send(("episode", slot.episode))
+
+    def _serve_once(self, slots: list[_Slot], todo: deque, on_result) -> None:
+        busy = {slot.conn: slot for slot in slots if slot.episode}
+        ready = wait(list(busy), timeout=1.0)
+        if ready and self.batch_window_s:
+            time.sleep(self.batch_window_s)  # let queries of other workers join this batch
+            ready = wait(list(busy), timeout=0)
+        queries = []
+        for conn in ready:
+            slot = busy[conn]
+            try:
+                message = conn.recv()
+            except (EOFError, ConnectionResetError, OSError):
+                self._replace_dead(slots, slot, todo, on_result)
+                continue
+            if message[0] == "query":
+                queries.append((slot, message[1], message[2]))
+            elif message[0] == "reset":
+                slot.policy.reset()
+            elif message[0] == "result":
+                on_result(message[1])
+                self._assign(slot, todo)
+        if queries:
+            self._answer(queries)
+
+    def _answer(self, queries: list) -> None:
+        groups: dict[int, list] = {}
+        for query in queries:  # one batch per policy instance
+            groups.setdefault(id(query[0].policy), []).append(query)
+        for group in groups.values():
+            policy = group[0][0].policy
+            try:
+                chunks = act_batch(policy, [q[1] for q in group], [q[2] for q in group])
+                replies = [("chunk", chunk) for chunk in chunks]
+            except Exception:
+                replies = [("policy_error", traceback.format_exc())] * len(group)
+            for (slot, _, _), reply in zip(group, replies):
+                slot.conn.send(reply)
+
+    def _replace_dead(self, slots: list[_Slot], slot: _Slot, todo: deque, on_result) -> None:
+        """A worker died mid-episode: record that episode as an error, start a fresh worker."""
+        slot.process.join(timeout=5)
+        on_result(episode_error(slot.episode, f"worker process died (exit code {slot.process.exitcode})"))
+        fresh = self._spawn(slot.index)
+        slots[slots.index(slot)] = fresh
+        self._assign(fresh, todo)
+
+    def _stop(self, slot: _Slot) -> None:
+        try:
+            slot.conn.send(("stop",))
+        except (OSError, BrokenPipeError):
+            pass
+        slot.process.join(timeout=30)
+        if slot.process.is_alive():
+            slot.process.terminate()

@@ -1,0 +1,87 @@
+"""One registry for everything chosen by name: policies, suites, protocol presets.
+
+Entries are lazy "module:attr" targets so that `evalkit list` imports neither
+torch nor a simulator; a target is imported only when it is built.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any
+
+REGISTRY: dict[str, dict[str, str]] = {
+    "policy": {
+        "zero": "policies.basic:ZeroPolicy",
+        "random": "policies.basic:RandomPolicy",
+        "replay": "policies.basic:ReplayPolicy",
+        "oracle": "policies.oracle:OraclePolicy",
+        "scripted-reach": "policies.basic:ReachPolicy",
+    },
+    "suite": {
+        "libero_spatial": "suites.libero:libero_spatial",
+        "libero_object": "suites.libero:libero_object",
+        "libero_goal": "suites.libero:libero_goal",
+        "libero_10": "suites.libero:libero_10",
+        "libero_90": "suites.libero:libero_90",
+        "fake": "suites.fake:fake_suite",
+        "fake_fragile": "suites.fake:fake_fragile_suite",
+    },
+    "preset": {
+        "openvla": "evalkit.protocol:OPENVLA",
+        "nora": "evalkit.protocol:NORA",
+    },
+}
+
+
+class UnknownNameError(KeyError):
+    """A name that is not registered; the message suggests the closest ones."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+def names(kind: str) -> list[str]:
+    return sorted(_table(kind))
+
+
+def target(kind: str, name: str) -> str:
+    table = _table(kind)
+    if name not in table:
+        close = difflib.get_close_matches(name, table, n=3, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+        raise UnknownNameError(f"unknown {kind} {name!r}.{hint} Known: {', '.join(sorted(table))}.")
+    return table[name]
+
+
+def load(kind: str, name: str) -> Any:
+    """Import and return the object registered under `name`."""
+    module_name, _, attr = target(kind, name).partition(":")
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def register(kind: str, name: str, module_attr: str) -> None:
+    """Add an entry (plugins and tests); the target is not imported until used."""
+    if ":" not in module_attr:
+        raise ValueError(f"registry target must look like 'module:attr', got {module_attr!r}")
+    _table(kind)[name] = module_attr
+
+
+def _table(kind: str) -> dict[str, str]:
+    if kind not in REGISTRY:
+        raise UnknownNameError(f"unknown registry kind {kind!r}; known: {', '.join(REGISTRY)}")
+    return REGISTRY[kind]
+
+
+def make_policy(name: str, args: dict | None = None) -> Any:
+    """Build a registered policy with keyword arguments (from --policy-arg or YAML)."""
+    factory = load("policy", name)
+    try:
+        return factory(**(args or {}))
+    except TypeError as exc:
+        raise TypeError(f"policy {name!r} rejected its arguments {args or {}}: {exc}") from exc
+
+
+def make_suite(name: str) -> Any:
+    """Build a registered suite definition (cheap: no simulator is started)."""
+    return load("suite", name)()

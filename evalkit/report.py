@@ -1,0 +1,126 @@
+"""Success-rate tables over stored results: per task, per suite, and a paper-style summary.
+
+Rates count every episode: errors and invalid actions are failures, and their counts
+are shown beside the rate so that a broken run cannot pass for a weak policy.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from evalkit.types import EpisodeResult
+
+Z95 = 1.959963984540054
+PAPER_COLUMNS = ("Spatial", "Object", "Goal", "Long")  # LIBERO tables as papers print them
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion (sensible at 0% and 100%)."""
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass
+class Tally:
+    n: int = 0
+    successes: int = 0
+    faults: int = 0  # error + invalid_action
+
+    def add(self, result: EpisodeResult) -> None:
+        self.n += 1
+        self.successes += int(result.success)
+        self.faults += int(result.termination in ("error", "invalid_action"))
+
+    @property
+    def rate(self) -> float:
+        return self.successes / self.n if self.n else float("nan")
+
+    def cells(self) -> list[str]:
+        low, high = wilson_interval(self.successes, self.n)
+        return [str(self.n), str(self.successes), f"{100 * self.rate:.1f}", f"[{100 * low:.1f}, {100 * high:.1f}]",
+                str(self.faults)]
+
+
+TALLY_HEADERS = ["episodes", "successes", "success %", "95% CI (Wilson)", "errors"]
+
+
+def tally_by(results: Iterable[EpisodeResult], key) -> dict:
+    tallies: dict = defaultdict(Tally)
+    for result in results:
+        tallies[key(result)].add(result)
+    return dict(sorted(tallies.items()))
+
+
+def task_table(results: Sequence[EpisodeResult]) -> tuple[list[str], list[list[str]]]:
+    names = {(r.suite, r.task_id): r.task_name for r in results}
+    tallies = tally_by(results, lambda r: (r.suite, r.task_id))
+    rows = [[suite, str(task_id), names[(suite, task_id)], *t.cells()] for (suite, task_id), t in tallies.items()]
+    return ["suite", "task", "name", *TALLY_HEADERS], rows
+
+
+def suite_table(results: Sequence[EpisodeResult]) -> tuple[list[str], list[list[str]]]:
+    tallies = tally_by(results, lambda r: r.suite)
+    return ["suite", *TALLY_HEADERS], [[suite, *t.cells()] for suite, t in tallies.items()]
+
+
+def summary_table(results: Sequence[EpisodeResult], families: dict[str, str]) -> tuple[list[str], list[list[str]]]:
+    """One row: success % per paper column (Spatial / Object / Goal / Long) and their average.
+
+    The average is over the columns present, and says so when some are missing.
+    """
+    tallies = tally_by(results, lambda r: families.get(r.suite, r.suite))
+    cells, rates = [], []
+    for column in PAPER_COLUMNS:
+        if column in tallies:
+            rates.append(tallies[column].rate)
+            cells.append(f"{100 * tallies[column].rate:.1f}")
+        else:
+            cells.append("-")
+    average = f"{100 * sum(rates) / len(rates):.1f}" if rates else "-"
+    if 0 < len(rates) < len(PAPER_COLUMNS):
+        average += f" ({len(rates)} of {len(PAPER_COLUMNS)})"
+    return [*PAPER_COLUMNS, "Avg"], [[*cells, average]]
+
+
+def render(headers: Sequence[str], rows: Sequence[Sequence[str]], fmt: str = "markdown") -> str:
+    if fmt == "markdown":
+        lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+        return "\n".join(lines)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(headers)
+        writer.writerows(rows)
+        return out.getvalue().rstrip("\n")
+    if fmt == "latex":
+        escape = lambda s: str(s).replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+        lines = [r"\begin{tabular}{" + "l" * len(headers) + "}", r"\toprule", " & ".join(map(escape, headers)) + r" \\",
+                 r"\midrule", *(" & ".join(map(escape, row)) + r" \\" for row in rows), r"\bottomrule", r"\end{tabular}"]
+        return "\n".join(lines)
+    raise ValueError(f"unknown table format {fmt!r}; use markdown, csv or latex")
+
+
+def full_report(results: Sequence[EpisodeResult], families: dict[str, str], fmt: str = "markdown",
+                notes: Sequence[str] = ()) -> str:
+    if not results:
+        return "no finished episodes yet"
+    sections = [("Per task", task_table(results)), ("Per suite", suite_table(results))]
+    if any(families.get(r.suite) in PAPER_COLUMNS for r in results):
+        sections.append(("Summary (success %)", summary_table(results, families)))
+    parts = []
+    for title, (headers, rows) in sections:
+        table = render(headers, rows, fmt)
+        parts.append(table if fmt == "csv" else f"## {title}\n\n{table}")
+    parts.extend(notes)
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,178 @@
+"""`evalkit run`: resolve a RunConfig, skip finished episodes, run the rest, store each result."""
+
+from __future__ import annotations
+
+import dataclasses
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Optional
+
+from evalkit import registry
+from evalkit.execution import parse_mode
+from evalkit.parallel import EpisodeWorker, ParallelRunner, WorkerConfig
+from evalkit.protocol import Protocol
+from evalkit.runner import describe_run
+from evalkit.store import ResultStore
+from evalkit.suite import EnvOptions
+from evalkit.types import EpisodeResult
+
+TRACKED_PACKAGES = ("evalkit", "numpy", "mujoco", "robosuite", "hf-libero", "bddl", "torch", "transformers")
+
+
+@dataclass
+class RunConfig:
+    """Everything `evalkit run` takes; flags and YAML keys have these names."""
+
+    suites: list[str] = field(default_factory=lambda: ["libero_spatial"])
+    policy: str = "oracle"
+    policy_args: dict = field(default_factory=dict)
+    mode: str = "open_loop"
+    preset: str = "openvla"
+    # protocol overrides (None: the preset's value)
+    max_steps: Optional[int] = None
+    budget_unit: Optional[str] = None
+    success_rule: Optional[str] = None
+    wait_steps: Optional[int] = None
+    tasks: Optional[list[int]] = None
+    episodes_per_task: Optional[int] = None
+    seed: int = 0
+    workers: int = 1
+    out: Optional[str] = None
+    video: bool = False
+    render_all: bool = False
+    image_size: int = 256
+    assets: Optional[str] = None
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            import difflib
+
+            hints = [f"{k} (did you mean {difflib.get_close_matches(k, known, 1)[0]!r}?)"
+                     if difflib.get_close_matches(k, known, 1) else k for k in unknown]
+            raise ValueError(f"unknown run setting(s): {', '.join(hints)}")
+        values = dict(values)
+        if isinstance(values.get("suites"), str):
+            values["suites"] = [s for s in values["suites"].split(",") if s]
+        return cls(**values)
+
+    def protocol(self) -> Protocol:
+        preset: Protocol = registry.load("preset", self.preset)
+        return preset.with_overrides(budget=self.max_steps, budget_unit=self.budget_unit,
+                                     success_rule=self.success_rule, wait_steps=self.wait_steps)
+
+    def out_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        return Path("runs") / f"{'+'.join(self.suites)}__{self.policy}__{self.mode.replace(':', '-')}__{self.preset}"
+
+    def identity(self) -> dict:
+        """What the numbers depend on; a run directory holds results of one identity only."""
+        return {"policy": self.policy, "policy_args": {k: str(v) for k, v in self.policy_args.items()},
+                "mode": self.mode, "protocol": self.protocol().to_dict(), "image_size": self.image_size,
+                "assets": self.assets or "default"}
+
+
+def provenance(config: RunConfig) -> dict:
+    versions = {}
+    for package in TRACKED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"config": dataclasses.asdict(config), "versions": versions, "git": git_revision(),
+            "python": sys.version.split()[0], "platform": platform.platform(), "argv": sys.argv}
+
+
+def git_revision() -> str:
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        return rev.stdout.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def execute(config: RunConfig, progress: bool = True) -> Path:
+    """Run (or finish) the configured run; returns its directory."""
+    parse_mode(config.mode)  # fail fast on a bad mode
+    protocol = config.protocol()
+    suites = [registry.make_suite(name) for name in config.suites]
+    policy = registry.make_policy(config.policy, config.policy_args)
+    out = config.out_dir()
+    store = ResultStore(out)
+    store.claim(config.identity())
+    store.set_meta("semantics", describe_run(protocol, config.mode))
+    store.set_meta("suites", {s.name: {"family": s.family, "max_steps": s.max_steps, **s.info} for s in suites})
+    store.set_meta("policy_spec", dataclasses.asdict(policy.spec))
+    store.start_session(provenance(config))
+
+    episodes = [ep for s in suites for ep in s.episodes(config.tasks, config.episodes_per_task, config.seed)]
+    done = store.finished_keys()
+    todo = [ep for ep in episodes if ep.key not in done]
+    if len(todo) < len(episodes):
+        print(f"resuming {out}: {len(episodes) - len(todo)} of {len(episodes)} episodes already done", file=sys.stderr)
+
+    bar = _progress_bar(len(episodes), len(episodes) - len(todo), progress)
+    successes = sum(r.success for r in store.results() if r.key in {e.key for e in episodes})
+
+    def record(result: EpisodeResult) -> None:
+        nonlocal successes
+        store.add(result)
+        successes += int(result.success)
+        bar.update(1)
+        bar.set_postfix(success=f"{successes}/{bar.n}", last=result.termination)
+        if result.termination in ("error", "invalid_action"):
+            bar.write(f"episode {result.key} ended as {result.termination}: {result.error.strip().splitlines()[-1]}")
+
+    worker_config = WorkerConfig(
+        spec=policy.spec, mode=config.mode, protocol=protocol,
+        env_options=EnvOptions(cameras=tuple(policy.spec.cameras), privileged=policy.spec.privileged,
+                               video=config.video, render_all=config.render_all, image_size=config.image_size,
+                               assets=config.assets),
+        video_dir=str(out / "videos") if config.video else None,
+    )
+    try:
+        _run_all(todo, policy, config, worker_config, record)
+    finally:
+        bar.close()
+        store.close()
+    return out
+
+
+def _run_all(todo, policy, config: RunConfig, worker_config: WorkerConfig, record) -> None:
+    if not todo:
+        return
+    if config.workers <= 1:
+        worker = EpisodeWorker(policy, worker_config)
+        try:
+            for episode in todo:
+                record(worker.run(episode))
+        finally:
+            worker.close()
+        return
+    first = [True]
+
+    def make_policy():  # reuse the one built for the spec; later instances are fresh
+        if first[0]:
+            first[0] = False
+            return policy
+        return registry.make_policy(config.policy, config.policy_args)
+
+    ParallelRunner(make_policy, worker_config, config.workers).run(todo, record)
+
+
+def _progress_bar(total: int, initial: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, unit="ep", desc="episodes", dynamic_ncols=True,
+                file=sys.stderr)

@@ -1,0 +1,132 @@
+"""The episode loop, with its semantics explicit and recorded (see evalkit.protocol).
+
+One function runs one episode on one env with one chunk-executing policy; the
+parallel runner calls the same function in each worker, with a policy proxy.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from evalkit.execution import ChunkedPolicy
+from evalkit.protocol import Protocol
+from evalkit.suite import SuiteEnv
+from evalkit.types import EpisodeResult, EpisodeSpec, validate_chunk
+
+WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)  # hold still, gripper open
+
+
+class InvalidAction(Exception):
+    pass
+
+
+@dataclass
+class _Tally:
+    steps: int = 0
+    queries: int = 0
+    policy_s: float = 0.0
+    success: bool = False
+    frames: list = field(default_factory=list)
+
+
+def run_episode(
+    env: SuiteEnv,
+    policy: ChunkedPolicy,
+    episode: EpisodeSpec,
+    protocol: Protocol,
+    video: bool = False,
+) -> tuple[EpisodeResult, list]:
+    """Run one episode; never raises. Returns the result and the video frames (if any)."""
+    start = time.perf_counter()
+    tally = _Tally()
+    error = ""
+    try:
+        policy.reset()
+        termination = _play(env, policy, episode, protocol, tally, video)
+    except InvalidAction as exc:
+        termination, error = "invalid_action", str(exc)
+    except Exception:  # a fault in the policy or env ends this episode only
+        termination, error = "error", traceback.format_exc()
+    result = EpisodeResult(
+        suite=episode.suite,
+        task_id=episode.task_id,
+        task_name=episode.task_name,
+        init_index=episode.init_index,
+        seed=episode.seed,
+        success=tally.success and termination == "success",
+        termination=termination,
+        steps=tally.steps,
+        queries=tally.queries,
+        wall_s=time.perf_counter() - start,
+        policy_s=tally.policy_s,
+        error=error,
+    )
+    return result, tally.frames
+
+
+def _play(env, policy: ChunkedPolicy, episode: EpisodeSpec, protocol: Protocol, tally: _Tally, video: bool) -> str:
+    budget = protocol.budget_for(episode.max_steps)
+    count_queries = protocol.budget_unit == "queries"
+    _settle(env, episode, protocol.wait_steps, tally, video)
+    while True:
+        if policy.needs_query:
+            if count_queries and tally.queries >= budget:
+                return "success" if tally.success else "budget"
+            _query(env, policy, episode, tally)
+        action = policy.pop_action()
+        # Render the next frame only if the next step will query the policy with it.
+        tally.success = env.step(action, render=policy.needs_query or video)
+        tally.steps += 1
+        if video:
+            tally.frames.append(env.frame())
+        if tally.success and protocol.success_rule == "first":
+            return "success"
+        if not count_queries and tally.steps >= budget:
+            return "success" if tally.success else "budget"
+
+
+def _settle(env, episode: EpisodeSpec, wait_steps: int, tally: _Tally, video: bool) -> None:
+    """Reset, then the wait steps; only the last frame (read by the first query) is rendered."""
+    env.reset(episode, render=wait_steps == 0 or video)
+    for i in range(wait_steps):
+        env.step(WAIT_ACTION, render=i == wait_steps - 1 or video)
+    if video:
+        tally.frames.append(env.frame())
+
+
+def _query(env, policy: ChunkedPolicy, episode: EpisodeSpec, tally: _Tally) -> None:
+    obs = env.observation()
+    obs.episode_key, obs.step = episode.key, tally.steps
+    t0 = time.perf_counter()
+    raw = policy.policy.act(obs, episode.instruction)
+    tally.policy_s += time.perf_counter() - t0
+    tally.queries += 1
+    chunk, problem = validate_chunk(raw, policy.spec)
+    if chunk is None:
+        raise InvalidAction(f"query {tally.queries} at step {tally.steps}: {problem}")
+    policy.add_chunk(chunk)
+
+
+def describe_run(protocol: Protocol, mode: str) -> dict:
+    """The semantics a run's numbers depend on, recorded with its results."""
+    return {
+        "protocol": protocol.to_dict(),
+        "execution_mode": mode,
+        "wait_action": WAIT_ACTION.tolist(),
+        "budget_note": "wait steps are outside the budget; steps count env steps after them",
+    }
+
+
+def run_sequential(env, policy: ChunkedPolicy, episodes, protocol: Protocol, on_result, video: bool = False,
+                   on_frames: Optional[callable] = None) -> None:
+    """Run episodes one after another in this process (W=1)."""
+    for episode in episodes:
+        result, frames = run_episode(env, policy, episode, protocol, video)
+        if on_frames and frames:
+            result.video = on_frames(result, frames)
+        on_result(result)

@@ -1,0 +1,139 @@
+"""Results store: one SQLite file per run directory, one row per finished episode.
+
+Rows are committed as each episode finishes (WAL journal), so killing a run loses at
+most the episodes in flight, and re-running the same command skips finished ones.
+The run's identity (policy, arguments, execution mode, protocol, seed, env options)
+is stored once; resuming with a different identity is refused, since mixing the two
+would make the table meaningless.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+from evalkit.types import EpisodeResult
+
+SCHEMA_VERSION = 1
+DB_NAME = "results.sqlite"
+
+_COLUMNS = {
+    "suite": "TEXT NOT NULL",
+    "task_id": "INTEGER NOT NULL",
+    "task_name": "TEXT NOT NULL",
+    "init_index": "INTEGER NOT NULL",
+    "seed": "INTEGER NOT NULL",
+    "success": "INTEGER NOT NULL",
+    "termination": "TEXT NOT NULL",
+    "steps": "INTEGER NOT NULL",
+    "queries": "INTEGER NOT NULL",
+    "wall_s": "REAL NOT NULL",
+    "policy_s": "REAL NOT NULL",
+    "error": "TEXT NOT NULL",
+    "video": "TEXT NOT NULL",
+}
+
+
+class RunMismatch(ValueError):
+    """The run directory holds results of a differently configured run."""
+
+
+class ResultStore:
+    def __init__(self, run_dir: str | Path, readonly: bool = False):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / DB_NAME
+        if readonly and not self.path.exists():
+            raise FileNotFoundError(f"no results in {self.run_dir} (expected {self.path}); is it a run directory?")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")  # durable across process kills
+        if not readonly:
+            self._create()
+        self._check_schema()
+
+    def _create(self) -> None:
+        columns = ", ".join(f"{name} {kind}" for name, kind in _COLUMNS.items())
+        with self.db:
+            self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            self.db.execute(f"CREATE TABLE IF NOT EXISTS episodes (key TEXT PRIMARY KEY, {columns}, "
+                            "session INTEGER NOT NULL, finished_at REAL NOT NULL)")
+            self.db.execute("CREATE TABLE IF NOT EXISTS sessions (id INTEGER PRIMARY KEY, started_at REAL, "
+                            "provenance TEXT NOT NULL)")
+            self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (json.dumps(SCHEMA_VERSION),))
+
+    def _check_schema(self) -> None:
+        version = self.meta("schema_version")
+        if version is not None and version != SCHEMA_VERSION:
+            raise RunMismatch(f"{self.path} has result schema v{version}; this evalkit reads v{SCHEMA_VERSION}")
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_meta(self, key: str, value: Any) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
+
+    def claim(self, identity: dict) -> None:
+        """Bind this directory to a run identity, or check that it is the same one."""
+        stored = self.meta("identity")
+        identity = json.loads(json.dumps(identity, sort_keys=True))  # normalise tuples etc.
+        if stored is None:
+            self.set_meta("identity", identity)
+            return
+        if stored != identity:
+            diffs = [f"{k}: stored {stored.get(k)!r}, now {identity.get(k)!r}"
+                     for k in sorted(set(stored) | set(identity)) if stored.get(k) != identity.get(k)]
+            raise RunMismatch(
+                f"{self.run_dir} holds results of a differently configured run ({'; '.join(diffs)}). "
+                "Use another --out directory, or delete this one to start over."
+            )
+
+    def start_session(self, provenance: dict) -> int:
+        with self.db:
+            cur = self.db.execute("INSERT INTO sessions (started_at, provenance) VALUES (?, ?)",
+                                  (time.time(), json.dumps(provenance, sort_keys=True)))
+        self.session = int(cur.lastrowid)
+        return self.session
+
+    def finished_keys(self) -> set[str]:
+        return {row[0] for row in self.db.execute("SELECT key FROM episodes")}
+
+    def add(self, result: EpisodeResult) -> None:
+        values = [getattr(result, name) for name in _COLUMNS]
+        values[list(_COLUMNS).index("success")] = int(result.success)
+        with self.db:  # one transaction per episode
+            self.db.execute(
+                f"INSERT INTO episodes (key, {', '.join(_COLUMNS)}, session, finished_at) "
+                f"VALUES ({', '.join('?' * (len(_COLUMNS) + 3))})",
+                [result.key, *values, getattr(self, "session", 0), time.time()],
+            )
+
+    def results(self) -> list[EpisodeResult]:
+        rows = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM episodes ORDER BY suite, task_id, init_index, seed")
+        return [_to_result(dict(zip(_COLUMNS, row))) for row in rows]
+
+    def sessions(self) -> list[dict]:
+        return [{"id": i, "started_at": t, **json.loads(p)}
+                for i, t, p in self.db.execute("SELECT id, started_at, provenance FROM sessions ORDER BY id")]
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _to_result(row: dict) -> EpisodeResult:
+    row["success"] = bool(row["success"])
+    return EpisodeResult(**row)
+
+
+def load_results(run_dirs: Iterable[str | Path]) -> list[EpisodeResult]:
+    results = []
+    for run_dir in run_dirs:
+        store = ResultStore(run_dir, readonly=True)
+        results.extend(store.results())
+        store.close()
+    return results

@@ -1,0 +1,115 @@
+"""The small contracts at the centre of evalkit: observations, specs and results.
+
+Nothing here imports torch or a simulator, so policies, suites and tools can all
+depend on it cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+import numpy as np
+
+ACTION_DIM = 7  # delta xyz, delta axis-angle, gripper (-1 open, +1 close)
+
+Termination = Literal["success", "budget", "error", "invalid_action"]
+TERMINATIONS: tuple[str, ...] = ("success", "budget", "error", "invalid_action")
+
+
+@dataclass
+class Observation:
+    """What a policy sees at one query.
+
+    images: camera name -> HxWx3 uint8, already in the orientation models expect
+        (LIBERO's 180-degree flip applied by the suite).
+    state: proprioceptive vectors by name (e.g. "eef_pos", "gripper_qpos").
+    privileged: simulator ground truth (object poses, goal predicates) that only
+        scripted policies ask for; empty unless the policy's spec requests it.
+    episode_key / step: which episode and env step this observation belongs to,
+        so policies with per-episode state stay correct when observations of
+        several episodes arrive in one batch.
+    """
+
+    images: dict[str, np.ndarray] = field(default_factory=dict)
+    state: dict[str, np.ndarray] = field(default_factory=dict)
+    privileged: dict[str, Any] = field(default_factory=dict)
+    episode_key: str = ""
+    step: int = 0
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """What a policy reads and returns; the harness renders and ships nothing more."""
+
+    cameras: tuple[str, ...] = ()
+    state_keys: tuple[str, ...] = ()
+    chunk_size: int = 1
+    action_dim: int = ACTION_DIM
+    privileged: bool = False
+    # True when act() depends on earlier calls of the same episode (scripted or
+    # replayed policies). Such policies get one instance per concurrent episode.
+    stateful: bool = False
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """One episode of a suite: everything needed to reproduce it."""
+
+    suite: str
+    task_id: int
+    task_name: str
+    instruction: str
+    init_index: int
+    seed: int
+    max_steps: int  # the suite's own step budget (env steps after the wait steps)
+
+    @property
+    def key(self) -> str:
+        return f"{self.suite}/{self.task_id}/{self.init_index}/{self.seed}"
+
+
+@dataclass
+class EpisodeResult:
+    """One finished episode, as written to the results store."""
+
+    suite: str
+    task_id: int
+    task_name: str
+    init_index: int
+    seed: int
+    success: bool
+    termination: str
+    steps: int  # env steps after the wait steps
+    queries: int  # policy queries
+    wall_s: float
+    policy_s: float
+    error: str = ""
+    video: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.suite}/{self.task_id}/{self.init_index}/{self.seed}"
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+
+def validate_chunk(chunk: Any, spec: PolicySpec) -> tuple[Optional[np.ndarray], str]:
+    """Return (chunk as float array (N, action_dim), "") or (None, reason) when invalid."""
+    try:
+        arr = np.asarray(chunk, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        return None, f"action chunk is not numeric: {exc}"
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] != spec.action_dim:
+        return None, (
+            f"action chunk has shape {tuple(np.shape(chunk))}; expected (N, {spec.action_dim}) with N >= 1"
+        )
+    if not np.all(np.isfinite(arr)):
+        bad = np.argwhere(~np.isfinite(arr))[0]
+        return None, f"action chunk holds a non-finite value at row {bad[0]}, dim {bad[1]}: {arr[tuple(bad)]}"
+    return arr, ""

@@ -1,0 +1,119 @@
+"""Make hf-libero importable non-interactively, headless, with a chosen asset location.
+
+- hf-libero asks for a config on stdin at first import unless LIBERO_CONFIG_PATH points
+  at a folder with config.yaml: we write one (pointing into the installed package).
+- MuJoCo must pick its GL backend before it is imported: EGL (Mesa llvmpipe on CPU)
+  unless the user set MUJOCO_GL.
+- hf-libero ships no assets and ignores the config's `assets` key; we set
+  `libero.libero._assets_path_cache` to the resolved asset folder.
+
+Asset location, first found wins: the `assets` option (--assets), $EVALKIT_LIBERO_ASSETS,
+the bundle `../shared/assets/libero-assets.tar.gz` beside this checkout. Either may be
+a folder or the .tar.gz bundle (unpacked once into a cache folder and checked).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import tarfile
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Optional
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BUNDLE = REPO_ROOT.parent / "shared" / "assets" / "libero-assets.tar.gz"
+CACHE_DIR = Path(os.environ.get("EVALKIT_CACHE", Path.home() / ".cache" / "evalkit"))
+INSTALL_HINT = 'pip install -e ".[libero]" && pip install --no-deps hf-libero==0.1.4 robosuite==1.4.0 bddl==1.0.1'
+
+
+class LiberoSetupError(RuntimeError):
+    pass
+
+
+def resolve_assets(option: Optional[str] = None) -> Path:
+    """The LIBERO asset folder to use (unpacking a bundle if given one)."""
+    candidates = [(option, "--assets"), (os.environ.get("EVALKIT_LIBERO_ASSETS"), "$EVALKIT_LIBERO_ASSETS"),
+                  (str(DEFAULT_BUNDLE), "the bundled default")]
+    for value, origin in candidates:
+        if not value:
+            continue
+        path = Path(value).expanduser()
+        if not path.exists():
+            if origin == "the bundled default":
+                continue
+            raise LiberoSetupError(f"LIBERO assets given by {origin} not found: {path}")
+        return unpack_bundle(path) if path.is_file() else _check_asset_dir(path, origin)
+    raise LiberoSetupError(
+        "no LIBERO assets found: pass --assets DIR_OR_BUNDLE or set EVALKIT_LIBERO_ASSETS to LIBERO's "
+        "assets folder (libero/libero/assets of the LIBERO repository) or to libero-assets.tar.gz"
+    )
+
+
+def _check_asset_dir(path: Path, origin: str) -> Path:
+    if not (path / "scenes").is_dir():
+        raise LiberoSetupError(f"{path} (from {origin}) does not look like LIBERO's assets folder: no scenes/ inside")
+    return path
+
+
+def unpack_bundle(bundle: Path) -> Path:
+    """Unpack libero-assets.tar.gz once into the cache, keyed by the bundle's checksum."""
+    digest = hashlib.sha256()
+    with open(bundle, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    target = CACHE_DIR / f"libero-assets-{digest.hexdigest()[:16]}"
+    done_marker = target / ".complete"
+    if not done_marker.exists():
+        partial = target.with_name(target.name + f".partial-{os.getpid()}")
+        with tarfile.open(bundle) as tar:
+            tar.extractall(partial, filter="data")
+        inner = partial / "libero-assets"
+        if not inner.is_dir():
+            raise LiberoSetupError(f"{bundle} has no top-level libero-assets/ folder")
+        _verify_checksums(inner)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.exists():
+            os.replace(inner, target)
+        (target / ".complete").touch()
+    return _check_asset_dir(target, str(bundle))
+
+
+def _verify_checksums(folder: Path) -> None:
+    sums = folder / "SHA256SUMS"
+    if not sums.exists():
+        return
+    for line in sums.read_text().splitlines():
+        expected, name = line.split(maxsplit=1)
+        name = name.lstrip("*")
+        if hashlib.sha256((folder / name).read_bytes()).hexdigest() != expected:
+            raise LiberoSetupError(f"asset bundle damaged: checksum mismatch for {name}")
+
+
+def _write_config() -> None:
+    spec = importlib.util.find_spec("libero")
+    if spec is None:
+        raise LiberoSetupError(f"hf-libero is not installed. Install the LIBERO extra: {INSTALL_HINT}")
+    if os.environ.get("LIBERO_CONFIG_PATH") and (Path(os.environ["LIBERO_CONFIG_PATH"]) / "config.yaml").exists():
+        return
+    root = Path(spec.origin).parent / "libero"
+    folder = CACHE_DIR / "libero-config"
+    folder.mkdir(parents=True, exist_ok=True)
+    entries = {"benchmark_root": root, "bddl_files": root / "bddl_files", "init_states": root / "init_files",
+               "datasets": root.parent / "datasets", "assets": root / "assets"}
+    (folder / "config.yaml").write_text("".join(f"{k}: {v}\n" for k, v in entries.items()))
+    os.environ["LIBERO_CONFIG_PATH"] = str(folder)
+
+
+def import_libero(assets: Optional[Path] = None) -> SimpleNamespace:
+    """Import hf-libero without prompts; point it at `assets` when given."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    _write_config()
+    import libero.libero as libero_pkg
+    from libero.libero import benchmark, get_libero_path
+    from libero.libero.envs.env_wrapper import ControlEnv
+
+    if assets is not None:
+        libero_pkg._assets_path_cache = str(assets)
+    return SimpleNamespace(benchmark=benchmark, get_libero_path=get_libero_path, ControlEnv=ControlEnv)
