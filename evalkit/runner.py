@@ -79,8 +79,9 @@ def _play(env, policy: ChunkedPolicy, episode: EpisodeSpec, protocol: Protocol, 
                 return "success" if tally.success else "budget"
             _query(env, policy, episode, tally)
         action = policy.pop_action()
-        # Render the next frame only if the next step will query the policy with it.
-        tally.success = env.step(action, render=policy.needs_query or video)
+        # Render the next frame only if a next query will read it.
+        budget_left = tally.queries < budget if count_queries else tally.steps + 1 < budget
+        tally.success = env.step(action, render=(policy.needs_query and budget_left) or video)
         tally.steps += 1
         if video:
             tally.frames.append(env.frame())

@@ -6,6 +6,7 @@ the same actions whether observations arrive one at a time or batched across wor
 
 from __future__ import annotations
 
+import time
 import zlib
 from pathlib import Path
 
@@ -38,15 +39,19 @@ class RandomPolicy:
     keeps the actions identical with any number of workers.
     """
 
-    def __init__(self, seed: int = 0, chunk_size: int = 1, scale: float = 1.0, cameras: str = ""):
+    def __init__(self, seed: int = 0, chunk_size: int = 1, scale: float = 1.0, cameras: str = "",
+                 latency_s: float = 0.0):
         self.seed = int(seed)
         self.scale = float(scale)
+        self.latency_s = float(latency_s)  # simulated inference time, for timing and kill tests
         self.spec = PolicySpec(cameras=tuple(c for c in cameras.split(",") if c), chunk_size=int(chunk_size))
 
     def reset(self) -> None:
         pass
 
     def act(self, obs: Observation, instruction: str) -> np.ndarray:
+        if self.latency_s:
+            time.sleep(self.latency_s)
         rng = np.random.default_rng([self.seed, zlib.crc32(obs.episode_key.encode()), obs.step])
         chunk = rng.uniform(-self.scale, self.scale, size=(self.spec.chunk_size, ACTION_DIM))
         chunk[:, -1] = np.where(chunk[:, -1] > 0, 1.0, -1.0)

@@ -79,6 +79,7 @@ class _RenderGate:
     def __init__(self, always_open: bool):
         self.always_open = always_open
         self.open = always_open
+        self.renders = 0  # camera images actually rendered
         self._last: dict[str, np.ndarray] = {}
 
     def install(self, raw_env) -> None:
@@ -98,6 +99,7 @@ class _RenderGate:
         def gated_sensor(obs_cache):
             if self.open:
                 self._last[name] = sensor(obs_cache)
+                self.renders += 1
             return self._last.get(name, np.zeros((1, 1, 3), np.uint8))
 
         gated_sensor.__modality__ = sensor.__modality__
