@@ -40,7 +40,7 @@ VIDEO_CAMERA = "agentview"
 def libero_suite(name: str) -> Suite:
     from suites.libero_setup import import_libero
 
-    benchmark = import_libero().benchmark.get_benchmark_dict()[name]()
+    benchmark = import_libero().make_benchmark(name)
     tasks = [TaskInfo(i, benchmark.get_task(i).name, benchmark.get_task(i).language)
              for i in range(benchmark.get_num_tasks())]
     max_steps, family = LIBERO_SUITES[name]
@@ -118,7 +118,7 @@ class LiberoEnv:
         self.libero = import_libero(resolve_assets(options.assets))
         self.suite_name = suite_name
         self.options = options
-        self.benchmark = self.libero.benchmark.get_benchmark_dict()[suite_name]()
+        self.benchmark = self.libero.make_benchmark(suite_name)
         cameras = list(dict.fromkeys([*options.cameras, *([VIDEO_CAMERA] if options.video else [])]))
         unknown = [c for c in cameras if c not in CAMERA_KEYS]
         if unknown:

@@ -14,9 +14,12 @@ a folder or the .tar.gz bundle (unpacked once into a cache folder and checked).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import importlib.util
 import os
+import shutil
 import tarfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -76,6 +79,7 @@ def unpack_bundle(bundle: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists():
             os.replace(inner, target)
+        shutil.rmtree(partial, ignore_errors=True)
         (target / ".complete").touch()
     return _check_asset_dir(target, str(bundle))
 
@@ -111,9 +115,17 @@ def import_libero(assets: Optional[Path] = None) -> SimpleNamespace:
     os.environ.setdefault("MUJOCO_GL", "egl")
     _write_config()
     import libero.libero as libero_pkg
-    from libero.libero import benchmark, get_libero_path
+    from libero.libero import get_libero_path
     from libero.libero.envs.env_wrapper import ControlEnv
 
     if assets is not None:
         libero_pkg._assets_path_cache = str(assets)
-    return SimpleNamespace(benchmark=benchmark, get_libero_path=get_libero_path, ControlEnv=ControlEnv)
+    return SimpleNamespace(get_libero_path=get_libero_path, ControlEnv=ControlEnv, make_benchmark=make_benchmark)
+
+
+def make_benchmark(name: str):
+    """LIBERO's benchmark object, without the line it prints on every construction."""
+    from libero.libero import benchmark
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return benchmark.get_benchmark_dict()[name]()
