@@ -51,6 +51,7 @@ class PolicyProxy:
 
 @dataclass
 class WorkerConfig:
+    suites: dict  # name -> Suite (picklable definitions; envs are built in the worker)
     spec: PolicySpec
     mode: str
     protocol: Protocol
@@ -87,9 +88,7 @@ class EpisodeWorker:
 
     def _env(self, suite_name: str):
         if suite_name not in self.envs:
-            from evalkit.registry import make_suite
-
-            self.envs[suite_name] = make_suite(suite_name).make_env(self.config.env_options)
+            self.envs[suite_name] = self.config.suites[suite_name].make_env(self.config.env_options)
         return self.envs[suite_name]
 
     def close(self) -> None:

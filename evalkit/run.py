@@ -135,7 +135,7 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
             bar.write(f"episode {result.key} ended as {result.termination}: {result.error.strip().splitlines()[-1]}")
 
     worker_config = WorkerConfig(
-        spec=policy.spec, mode=config.mode, protocol=protocol,
+        suites={s.name: s for s in suites}, spec=policy.spec, mode=config.mode, protocol=protocol,
         env_options=EnvOptions(cameras=tuple(policy.spec.cameras), privileged=policy.spec.privileged,
                                video=config.video, render_all=config.render_all, image_size=config.image_size,
                                assets=config.assets),
