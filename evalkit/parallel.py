@@ -126,13 +126,17 @@ class _Slot:
 class ParallelRunner:
     """Runs episodes on W spawned workers; results are handed to `on_result` as they finish."""
 
-    def __init__(self, make_policy: Callable[[], object], config: WorkerConfig, workers: int,
-                 batch_window_s: float = 0.002):
+    def __init__(self, policy, config: WorkerConfig, workers: int,
+                 make_policy: Optional[Callable[[], object]] = None, batch_window_s: float = 0.002):
+        """`policy` answers every worker, unless its spec is stateful: then each worker
+        gets its own instance from `make_policy`."""
+        if config.spec.stateful and make_policy is None:
+            raise ValueError("a stateful policy needs make_policy to build one instance per worker")
         self.config = config
         self.workers = workers
         self.batch_window_s = batch_window_s
+        self.policy = policy
         self.make_policy = make_policy
-        self.shared_policy = None if config.spec.stateful else make_policy()
         self.ctx = mp.get_context("spawn")
 
     def run(self, episodes: list[EpisodeSpec], on_result: Callable[[EpisodeResult], None]) -> None:
@@ -153,7 +157,7 @@ class ParallelRunner:
                                    name=f"evalkit-worker-{index}")
         process.start()
         child_conn.close()
-        policy = self.make_policy() if self.config.spec.stateful else self.shared_policy
+        policy = self.make_policy() if self.config.spec.stateful else self.policy
         return _Slot(index, process, parent_conn, policy)
 
     def _assign(self, slot: _Slot, todo: deque) -> None:

@@ -123,7 +123,8 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
         print(f"resuming {out}: {len(episodes) - len(todo)} of {len(episodes)} episodes already done", file=sys.stderr)
 
     bar = _progress_bar(len(episodes), len(episodes) - len(todo), progress)
-    successes = sum(r.success for r in store.results() if r.key in {e.key for e in episodes})
+    wanted = {ep.key for ep in episodes}
+    successes = sum(r.success for r in store.results() if r.key in wanted)
 
     def record(result: EpisodeResult) -> None:
         nonlocal successes
@@ -160,15 +161,8 @@ def _run_all(todo, policy, config: RunConfig, worker_config: WorkerConfig, recor
         finally:
             worker.close()
         return
-    first = [True]
-
-    def make_policy():  # reuse the one built for the spec; later instances are fresh
-        if first[0]:
-            first[0] = False
-            return policy
-        return registry.make_policy(config.policy, config.policy_args)
-
-    ParallelRunner(make_policy, worker_config, config.workers).run(todo, record)
+    ParallelRunner(policy, worker_config, config.workers,
+                   make_policy=lambda: registry.make_policy(config.policy, config.policy_args)).run(todo, record)
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):

@@ -30,7 +30,7 @@ def test_dead_worker_records_an_error_and_the_run_finishes():
     config = WorkerConfig(suites={suite.name: suite}, spec=policy.spec, mode="open_loop",
                           protocol=OPENVLA.with_overrides(budget=20), env_options=EnvOptions())
     results = []
-    ParallelRunner(lambda: policy, config, workers=2).run(suite.episodes(episodes_per_task=2), results.append)
+    ParallelRunner(policy, config, workers=2).run(suite.episodes(episodes_per_task=2), results.append)
     assert len(results) == 8 and len({r.key for r in results}) == 8
     crashed = [r for r in results if r.task_id == 2]
     assert [r.termination for r in crashed] == ["error", "error"]
