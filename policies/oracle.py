@@ -22,9 +22,22 @@ POS_SCALE = 0.05  # metres per unit of action[0:3] (OSC_POSE output_max)
 ROT_SCALE = 0.5  # radians per unit of action[3:6]
 OPEN, CLOSE = -1.0, 1.0
 
-# Grip site held pointing straight down with the fingers closing along world y:
-# columns are the site's x (closing axis), y and z (out of the fingers) axes.
-TARGET_ROT = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+# Grip site orientations, held pointing straight down (columns: the site's x =
+# the fingers' closing axis, y, z = out of the fingers). The robot starts with
+# the fingers closing along world y. For bowls far from the robot base the hand
+# turns 90 degrees (closing along world x) to grasp the rim on the side facing
+# the base: that keeps far bowls and plates within reach and fits the fingers
+# into the cabinet drawer, whose walls are closest along y. Near the base the
+# turn would drive the elbow and wrist into their joint limits, so it keeps the
+# start orientation there. Turning costs ~25 steps (~3.6 deg per step), mostly
+# overlapped with the approach.
+START_ROT = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+TURNED_ROT = np.array([[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, -1.0]])
+
+# robosuite's Panda gripper integrates the sign of action[6] into a command level
+# in [-1, 1] (open..closed), 0.25 per env step (0.01 per sim substep, 25
+# substeps). The policy mirrors that level to hold the fingers part-closed.
+GRIP_LEVEL_STEP = 0.25
 
 
 def _rotvec(rot: np.ndarray) -> np.ndarray:
@@ -56,29 +69,42 @@ class OraclePolicy:
         lift_height: float = 0.08,
         carry_height: float = 0.10,
         place_height: float = 0.01,
+        pregrasp_level: float = 0.25,
+        turn_beyond: float = 0.5,
         pos_gain: float = 2.0,
-        rot_gain: float = 1.0,
-        close_steps: int = 10,
-        open_steps: int = 5,
+        rot_gain: float = 2.0,
+        close_steps: int = 8,
+        lower_steps: int = 20,
     ):
         """Heights are those of the bowl's base (its body origin) above the named
-        surface, except grasp_height, the grip site's height above the bowl's base."""
+        surface, except grasp_height, the grip site's height above the bowl's base.
+        pregrasp_level: gripper command level held while reaching the rim (-1 wide
+        open, 0.25 leaves a ~3 cm gap), so the outer finger clears nearby walls.
+        turn_beyond: horizontal bowl distance from the robot base (m) beyond which
+        the hand turns to TURNED_ROT."""
         self.rim_radius = rim_radius
         self.grasp_height = grasp_height
         self.hover_height = hover_height
         self.lift_height = lift_height
         self.carry_height = carry_height
         self.place_height = place_height
+        self.pregrasp_level = pregrasp_level
+        self.turn_beyond = turn_beyond
         self.pos_gain = pos_gain
         self.rot_gain = rot_gain
         self.close_steps = close_steps
-        self.open_steps = open_steps
+        self.lower_steps = lower_steps
         self.reset()
 
     def reset(self) -> None:
         self.phase = "approach"
         self.phase_steps = 0
+        self.grip_level = -1.0  # the harness's wait steps leave the gripper fully open
         self.lift_z = 0.0  # bowl height to reach before moving sideways
+        # Chosen at the episode's first query, then fixed: hand orientation and
+        # the unit vector from the bowl's centre to the grasped rim.
+        self.target_rot: np.ndarray | None = None
+        self.grasp_dir = np.zeros(3)
 
     # -- control helpers ---------------------------------------------------
 
@@ -86,17 +112,33 @@ class OraclePolicy:
         """Proportional move of the grip site toward eef_target, orientation held."""
         action = np.zeros(7)
         action[0:3] = self.pos_gain * (eef_target - p["eef_pos"]) / POS_SCALE
-        rot_err = TARGET_ROT @ np.asarray(p["eef_mat"]).T
-        action[3:6] = self.rot_gain * _rotvec(rot_err) / ROT_SCALE
+        action[3:6] = self.rot_gain * _rotvec(self._rot_error(p)) / ROT_SCALE
         action[6] = gripper
-        return np.clip(action, -1.0, 1.0)[None, :]
+        action = np.clip(action, -1.0, 1.0)
+        self.grip_level = float(np.clip(self.grip_level + GRIP_LEVEL_STEP * np.sign(action[6]), -1.0, 1.0))
+        return action[None, :]
 
-    def _grasp_point(self, p: dict, obj_pos: np.ndarray) -> np.ndarray:
-        """Grip site position on the rim: along the closing axis from the bowl centre."""
-        axis = np.asarray(p["eef_mat"])[:, 0].copy()
-        axis[2] = 0.0
-        axis /= np.linalg.norm(axis)
-        return obj_pos + self.rim_radius * axis + np.array([0.0, 0.0, self.grasp_height])
+    def _rot_error(self, p: dict) -> np.ndarray:
+        return self.target_rot @ np.asarray(p["eef_mat"]).T
+
+    def _pregrasp_gripper(self) -> float:
+        """Step the gripper toward the part-closed pregrasp level, then hold it (0)."""
+        return float(np.sign(self.pregrasp_level - self.grip_level))
+
+    def _plan_grasp(self, p: dict, obj: np.ndarray, target: np.ndarray) -> None:
+        """Pick the hand orientation from the bowl's reach, then the rim side (along
+        the closing axis) that faces the robot base once the bowl sits on the
+        target: the arm is stretched least when placing on a far plate."""
+        base = np.asarray(p["robot_base_pos"])
+        far = np.linalg.norm((obj - base)[:2]) > self.turn_beyond
+        self.target_rot = TURNED_ROT if far else START_ROT
+        axis = self.target_rot[:, 0]
+        self.grasp_dir = min((axis, -axis), key=lambda d: np.linalg.norm((target + self.rim_radius * d - base)[:2]))
+
+    def _dropped(self, eef: np.ndarray, obj: np.ndarray) -> bool:
+        """True when the bowl has fallen away from the fingers while carried."""
+        carrying = self.phase in ("lift", "transport", "lower")
+        return carrying and eef[2] - obj[2] > self.grasp_height + 0.03
 
     def _set_phase(self, phase: str) -> None:
         self.phase = phase
@@ -111,21 +153,24 @@ class OraclePolicy:
         target = np.asarray(p["objects"][target_name]["pos"])
         eef = np.asarray(p["eef_pos"])
         self.phase_steps += 1
-        grasp = self._grasp_point(p, obj)
+        if self.target_rot is None:
+            self._plan_grasp(p, obj, target)
+        grasp = obj + self.rim_radius * self.grasp_dir + np.array([0.0, 0.0, self.grasp_height])
 
         if self.phase == "approach":
-            # Hover above the grasp point, so the fingers clear the rim on the way.
+            # Hover above the grasp point (so the fingers clear the rim) and turn.
             hover = grasp + np.array([0.0, 0.0, self.hover_height])
-            if np.linalg.norm((hover - eef)[:2]) < 0.01:
+            turned = np.linalg.norm(_rotvec(self._rot_error(p))) < 0.1
+            if turned and np.linalg.norm((hover - eef)[:2]) < 0.01:
                 self._set_phase("descend")
             else:
-                return self._action(p, hover, OPEN)
+                return self._action(p, hover, self._pregrasp_gripper())
 
         if self.phase == "descend":
             if np.linalg.norm(grasp - eef) < 0.006:
                 self._set_phase("grasp")
             else:
-                return self._action(p, grasp, OPEN)
+                return self._action(p, grasp, self._pregrasp_gripper())
 
         if self.phase == "grasp":
             if self.phase_steps > self.close_steps:
@@ -135,6 +180,10 @@ class OraclePolicy:
                 return self._action(p, grasp, CLOSE)
 
         # From here on the bowl is in hand: steer the bowl, not the grip site.
+        if self._dropped(eef, obj):
+            self._set_phase("approach")  # slipped out: open to the pregrasp gap, retry
+            return self.act(obs, instruction)
+
         if self.phase == "lift":
             if obj[2] >= self.lift_z - 0.01:
                 self._set_phase("transport")
@@ -142,15 +191,19 @@ class OraclePolicy:
                 return self._action(p, eef + np.array([0.0, 0.0, self.lift_z - obj[2]]), CLOSE)
 
         if self.phase == "transport":
+            # Stay at least at lift height until above the plate: the bowl may
+            # start in a drawer or on a cabinet, whose edges it must clear.
             carry = target + np.array([0.0, 0.0, self.carry_height])
+            carry[2] = max(carry[2], self.lift_z)
             if np.linalg.norm((carry - obj)[:2]) < 0.01:
                 self._set_phase("lower")
             else:
                 return self._action(p, eef + (carry - obj), CLOSE)
 
         if self.phase == "lower":
+            # Let go once the bowl is nearly down, or when it rests tilted on the rim.
             place = target + np.array([0.0, 0.0, self.place_height])
-            if obj[2] - place[2] < 0.005:
+            if obj[2] - place[2] < 0.005 or self.phase_steps > self.lower_steps:
                 self._set_phase("release")
             else:
                 return self._action(p, eef + (place - obj), CLOSE)

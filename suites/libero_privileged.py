@@ -34,11 +34,13 @@ def privileged_state(env: Any) -> dict[str, Any]:
       "eef_mat":      (3, 3) float, grip site orientation as a rotation matrix; its
                       columns are the site's axes in the world frame (column 0 is
                       the fingers' closing axis, column 2 points out of the fingers).
+      "robot_base_pos": (3,) float, world position of the robot's base body.
       "gripper_qpos": (2,) float, the two finger joint positions (about +-0.04 open,
                       about 0 fully closed).
       "objects":      {name: {"pos": (3,), "quat": (4,) xyzw}} for every movable object
-                      (env.env.objects_dict), read from the sim body poses. An
-                      object's body origin is its base, not its centre of mass.
+                      (env.env.objects_dict), read from the sim body poses. The
+                      body origin is not the centre of mass: for the bowls and
+                      the plate it sits at their base.
       "fixtures":     the same for fixtures (cabinets, stoves, ...).
       "goal":         list of goal predicates as tuples of lower-case strings, e.g.
                       [("on", "akita_black_bowl_1", "plate_1")].
@@ -54,6 +56,7 @@ def privileged_state(env: Any) -> dict[str, Any]:
         # Same quantity as LIBERO's "robot0_eef_quat" observation (the hand body).
         "eef_quat": _wxyz_to_xyzw(sim.data.body_xquat[sim.model.body_name2id(robot.robot_model.eef_name)]),
         "eef_mat": mat,
+        "robot_base_pos": np.array(sim.data.body_xpos[sim.model.body_name2id(robot.robot_model.root_body)], dtype=np.float64),
         "gripper_qpos": np.array(sim.data.qpos[robot._ref_gripper_joint_pos_indexes], dtype=np.float64),
         "objects": {name: _body_pose(sim, bodies[name]) for name in inner.objects_dict},
         "fixtures": {name: _body_pose(sim, bodies[name]) for name in inner.fixtures_dict if name in bodies},

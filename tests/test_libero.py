@@ -98,3 +98,35 @@ def test_reseeded_reset_reproduces_an_episode_after_another(spatial):
         env.close()
     assert np.array_equal(states[0], states[2])
     assert not np.array_equal(states[0], states[1])
+
+
+def _outcomes(run_dir):
+    from evalkit.store import ResultStore
+
+    store = ResultStore(run_dir, readonly=True)
+    rows = sorted((r.key, r.success, r.termination, r.steps) for r in store.results())
+    store.close()
+    return rows
+
+
+def _oracle_run(tmp_path, name, workers, tasks, per_task):
+    from evalkit.run import RunConfig, execute
+
+    config = RunConfig.from_dict(dict(suites=["libero_spatial"], policy="oracle", tasks=tasks,
+                                      episodes_per_task=per_task, workers=workers, out=str(tmp_path / name)))
+    return _outcomes(execute(config, progress=False))
+
+
+def test_oracle_succeeds_with_identical_outcomes_on_one_and_two_workers(tmp_path):
+    one = _oracle_run(tmp_path, "w1", 1, [0, 7], 1)
+    two = _oracle_run(tmp_path, "w2", 2, [0, 7], 1)
+    assert one == two
+    assert sum(row[1] for row in one) >= 1, one
+    assert all(row[2] in ("success", "budget") for row in one), one
+
+
+@pytest.mark.slow
+def test_oracle_reaches_half_of_libero_spatial(tmp_path):
+    rows = _oracle_run(tmp_path, "full", 2, None, 5)
+    assert len(rows) == 50
+    assert sum(row[1] for row in rows) >= 25, rows
