@@ -5,8 +5,9 @@ states per task); the env is built in the worker, importing LIBERO only there.
 
 Protocol points handled here (see ../shared/PROTOCOLS.md):
 - episode i of a task starts from the task's init state i;
-- `env.seed(seed)` right before every hard reset, so fixtures land the same way and
-  an episode is reproducible whatever ran before it in the process;
+- `env.seed(seed)` right before every hard reset, and LIBERO's growing list of property
+  samplers restored first (see `_build`), so fixtures land the same way and an episode
+  is reproducible whatever ran before it in the process;
 - both 256x256 cameras flipped on both axes (`img[::-1, ::-1]`), as every model expects;
 - success is LIBERO's `check_success()` after each step;
 - only the cameras the policy reads are rendered, and only on steps whose observation
@@ -148,6 +149,12 @@ class LiberoEnv:
             ignore_done=True,  # episode ends are the runner's call (budgets beyond robosuite's horizon)
         )
         self.gate.install(self.env.env)
+        # LIBERO appends the task's property samplers (drawer, stove knob) to this list on
+        # every hard reset without clearing it, so each reset draws more random numbers
+        # than the last and fixtures land elsewhere even after reseeding. Restoring the
+        # list as construction left it makes every reset behave like the first reset of a
+        # fresh process, as in the reference scripts' first episode.
+        self._property_samplers = list(self.env.env.object_property_initializers)
         self.task_id = task_id
         self._init_states = self.benchmark.get_task_init_states(task_id)
 
@@ -155,6 +162,7 @@ class LiberoEnv:
         if self.task_id != episode.task_id:
             self._build(episode.task_id)
         self.gate.set(False)
+        self.env.env.object_property_initializers = list(self._property_samplers)
         self.env.seed(episode.seed)  # fixtures are placed from numpy's global RNG at every hard reset
         self.env.reset()
         self.gate.set(render)
