@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from evalkit import registry
+from evalkit.report import report_runs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,36 +103,14 @@ def _cmd_run(args) -> int:
 
     config = run_config_from_args(args)
     out = execute(config, progress=not args.no_progress)
-    print(render_report([out], args.format))
+    print(report_runs([out], args.format))
     print(f"results: {out}")
     return 0
 
 
 def _cmd_report(args) -> int:
-    print(render_report(args.run_dirs, args.format))
+    print(report_runs(args.run_dirs, args.format))
     return 0
-
-
-def render_report(run_dirs, fmt: str = "markdown") -> str:
-    from evalkit.report import full_report
-    from evalkit.store import ResultStore
-
-    results, families, notes = [], {}, []
-    for run_dir in run_dirs:
-        store = ResultStore(run_dir, readonly=True)
-        results.extend(store.results())
-        families.update({name: info["family"] for name, info in store.meta("suites", {}).items()})
-        semantics = store.meta("semantics", {})
-        identity = store.meta("identity", {})
-        proto = semantics.get("protocol", {})
-        notes.append(f"{run_dir}: policy {identity.get('policy')} {identity.get('policy_args') or ''}, "
-                     f"mode {semantics.get('execution_mode')}, protocol {proto.get('name')} "
-                     f"(wait {proto.get('wait_steps')}, budget {proto.get('budget') or 'suite limit'} "
-                     f"{proto.get('budget_unit')}, success at {proto.get('success_rule')} step)")
-        store.close()
-    if fmt == "csv":
-        notes = []
-    return full_report(results, families, fmt, notes)
 
 
 def _cmd_list(args) -> int:

@@ -124,3 +124,27 @@ def full_report(results: Sequence[EpisodeResult], families: dict[str, str], fmt:
         parts.append(table if fmt == "csv" else f"## {title}\n\n{table}")
     parts.extend(notes)
     return "\n\n".join(parts) + "\n"
+
+
+def report_runs(run_dirs: Sequence, fmt: str = "markdown") -> str:
+    """The full report of one or more run directories, with each run's protocol spelled out."""
+    from evalkit.store import ResultStore
+
+    results, families, notes = [], {}, []
+    for run_dir in run_dirs:
+        store = ResultStore(run_dir, readonly=True)
+        results.extend(store.results())
+        families.update({name: info["family"] for name, info in store.meta("suites", {}).items()})
+        notes.append(describe_stored_run(run_dir, store))
+        store.close()
+    return full_report(results, families, fmt, notes=[] if fmt == "csv" else notes)
+
+
+def describe_stored_run(run_dir, store) -> str:
+    identity, semantics = store.meta("identity", {}), store.meta("semantics", {})
+    proto = semantics.get("protocol", {})
+    args = identity.get("policy_args") or ""
+    return (f"{run_dir}: policy {identity.get('policy')} {args}, mode {semantics.get('execution_mode')}, "
+            f"protocol {proto.get('name')} (wait {proto.get('wait_steps')}, budget "
+            f"{proto.get('budget') or 'suite limit'} {proto.get('budget_unit')}, "
+            f"success at {proto.get('success_rule')} step)")

@@ -109,31 +109,15 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
     suites = [registry.make_suite(name) for name in config.suites]
     policy = registry.make_policy(config.policy, config.policy_args)
     out = config.out_dir()
-    store = ResultStore(out)
-    store.claim(config.identity())
-    store.set_meta("semantics", describe_run(protocol, config.mode))
-    store.set_meta("suites", {s.name: {"family": s.family, "max_steps": s.max_steps, **s.info} for s in suites})
-    store.set_meta("policy_spec", dataclasses.asdict(policy.spec))
-    store.start_session(provenance(config))
+    store = _open_store(out, config, protocol, suites, policy)
 
     episodes = [ep for s in suites for ep in s.episodes(config.tasks, config.episodes_per_task, config.seed)]
-    done = store.finished_keys()
-    todo = [ep for ep in episodes if ep.key not in done]
+    finished = {r.key: r for r in store.results()}
+    todo = [ep for ep in episodes if ep.key not in finished]
     if len(todo) < len(episodes):
         print(f"resuming {out}: {len(episodes) - len(todo)} of {len(episodes)} episodes already done", file=sys.stderr)
-
-    bar = _progress_bar(len(episodes), len(episodes) - len(todo), progress)
-    wanted = {ep.key for ep in episodes}
-    successes = sum(r.success for r in store.results() if r.key in wanted)
-
-    def record(result: EpisodeResult) -> None:
-        nonlocal successes
-        store.add(result)
-        successes += int(result.success)
-        bar.update(1)
-        bar.set_postfix(success=f"{successes}/{bar.n}", last=result.termination)
-        if result.termination in ("error", "invalid_action"):
-            bar.write(f"episode {result.key} ended as {result.termination}: {result.error.strip().splitlines()[-1]}")
+    already = [finished[ep.key] for ep in episodes if ep.key in finished]
+    recorder = _Recorder(store, _progress_bar(len(episodes), len(already), progress), sum(r.success for r in already))
 
     worker_config = WorkerConfig(
         suites={s.name: s for s in suites}, spec=policy.spec, mode=config.mode, protocol=protocol,
@@ -143,11 +127,38 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
         video_dir=str(out / "videos") if config.video else None,
     )
     try:
-        _run_all(todo, policy, config, worker_config, record)
+        _run_all(todo, policy, config, worker_config, recorder)
     finally:
-        bar.close()
+        recorder.bar.close()
         store.close()
     return out
+
+
+def _open_store(out: Path, config: RunConfig, protocol: Protocol, suites, policy) -> ResultStore:
+    """Bind the run directory to this run's identity and record how the run was made."""
+    store = ResultStore(out)
+    store.claim(config.identity())
+    store.set_meta("semantics", describe_run(protocol, config.mode))
+    store.set_meta("suites", {s.name: {"family": s.family, "max_steps": s.max_steps, **s.info} for s in suites})
+    store.set_meta("policy_spec", dataclasses.asdict(policy.spec))
+    store.start_session(provenance(config))
+    return store
+
+
+class _Recorder:
+    """Stores each finished episode at once and keeps the progress bar's tallies."""
+
+    def __init__(self, store: ResultStore, bar, successes: int):
+        self.store, self.bar, self.successes = store, bar, successes
+
+    def __call__(self, result: EpisodeResult) -> None:
+        self.store.add(result)
+        self.successes += int(result.success)
+        self.bar.update(1)
+        self.bar.set_postfix(success=f"{self.successes}/{self.bar.n}", last=result.termination)
+        if result.termination in ("error", "invalid_action"):
+            last_line = result.error.strip().splitlines()[-1] if result.error.strip() else ""
+            self.bar.write(f"episode {result.key} ended as {result.termination}: {last_line}")
 
 
 def _run_all(todo, policy, config: RunConfig, worker_config: WorkerConfig, record) -> None:

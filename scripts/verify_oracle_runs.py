@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from evalkit.cli import render_report  # noqa: E402
+from evalkit.report import report_runs  # noqa: E402
 from evalkit.store import ResultStore  # noqa: E402
 
 
@@ -97,7 +97,7 @@ def main() -> None:
         "",
         *checks,
         "",
-        render_report([reference]).replace(str(reference), "W=2 run"),
+        report_runs([reference]).replace(str(reference), "W=2 run"),
     ])
     Path(args.out).write_text(text)
     print(text)

@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from evalkit.cli import main, render_report
+from evalkit.cli import main
+from evalkit.report import report_runs
 from evalkit.run import RunConfig, execute
 from evalkit.registry import register
 from evalkit.store import ResultStore, RunMismatch
@@ -103,7 +104,7 @@ def test_sigkill_then_rerun_equals_uninterrupted_run(tmp_path, workers):
     assert 8 <= partial < 22, "the kill should land halfway"
     subprocess.run(_cli(killed, "-w", workers), check=True, capture_output=True)
     assert outcomes(killed) == outcomes(reference)
-    assert render_report([killed]).split("\n\n")[:4] == render_report([reference]).split("\n\n")[:4]
+    assert report_runs([killed]).split("\n\n")[:4] == report_runs([reference]).split("\n\n")[:4]
 
 
 def _count(run_dir):
