@@ -14,7 +14,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 import traceback
-from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Callable, Optional
@@ -121,6 +120,19 @@ class _Slot:
     conn: Connection
     policy: object
     episode: Optional[EpisodeSpec] = None
+    last_task: Optional[tuple] = None  # (suite, task id) of the env the worker holds
+
+
+def _next_episode(todo: list[EpisodeSpec], own_task, other_tasks: set) -> Optional[EpisodeSpec]:
+    """Prefer the worker's current task (switching tasks rebuilds the simulator), then a
+    task no other worker holds, then the first left. Outcomes do not depend on the order."""
+    for wanted in (lambda ep: (ep.suite, ep.task_id) == own_task,
+                   lambda ep: (ep.suite, ep.task_id) not in other_tasks,
+                   lambda ep: True):
+        for index, episode in enumerate(todo):
+            if wanted(episode):
+                return todo.pop(index)
+    return None
 
 
 class ParallelRunner:
@@ -140,11 +152,11 @@ class ParallelRunner:
         self.ctx = mp.get_context("spawn")
 
     def run(self, episodes: list[EpisodeSpec], on_result: Callable[[EpisodeResult], None]) -> None:
-        todo = deque(episodes)
+        todo = list(episodes)
         slots = [self._spawn(i) for i in range(min(self.workers, len(todo)))]
         try:
             for slot in slots:
-                self._assign(slot, todo)
+                self._assign(slot, todo, slots)
             while any(slot.episode for slot in slots):
                 self._serve_once(slots, todo, on_result)
         finally:
@@ -160,12 +172,13 @@ class ParallelRunner:
         policy = self.make_policy() if self.config.spec.stateful else self.policy
         return _Slot(index, process, parent_conn, policy)
 
-    def _assign(self, slot: _Slot, todo: deque) -> None:
-        slot.episode = todo.popleft() if todo else None
+    def _assign(self, slot: _Slot, todo: list[EpisodeSpec], slots: list[_Slot]) -> None:
+        slot.episode = _next_episode(todo, slot.last_task, {s.last_task for s in slots if s is not slot})
         if slot.episode is not None:
+            slot.last_task = (slot.episode.suite, slot.episode.task_id)
             slot.conn.send(("episode", slot.episode))
 
-    def _serve_once(self, slots: list[_Slot], todo: deque, on_result) -> None:
+    def _serve_once(self, slots: list[_Slot], todo: list, on_result) -> None:
         busy = {slot.conn: slot for slot in slots if slot.episode}
         ready = wait(list(busy), timeout=1.0)
         if ready and self.batch_window_s:
@@ -185,7 +198,7 @@ class ParallelRunner:
                 slot.policy.reset()
             elif message[0] == "result":
                 on_result(message[1])
-                self._assign(slot, todo)
+                self._assign(slot, todo, slots)
         if queries:
             self._answer(queries)
 
@@ -203,13 +216,13 @@ class ParallelRunner:
             for (slot, _, _), reply in zip(group, replies):
                 slot.conn.send(reply)
 
-    def _replace_dead(self, slots: list[_Slot], slot: _Slot, todo: deque, on_result) -> None:
+    def _replace_dead(self, slots: list[_Slot], slot: _Slot, todo: list, on_result) -> None:
         """A worker died mid-episode: record that episode as an error, start a fresh worker."""
         slot.process.join(timeout=5)
         on_result(episode_error(slot.episode, f"worker process died (exit code {slot.process.exitcode})"))
         fresh = self._spawn(slot.index)
         slots[slots.index(slot)] = fresh
-        self._assign(fresh, todo)
+        self._assign(fresh, todo, slots)
 
     def _stop(self, slot: _Slot) -> None:
         try:

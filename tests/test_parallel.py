@@ -36,3 +36,15 @@ def test_dead_worker_records_an_error_and_the_run_finishes():
     assert [r.termination for r in crashed] == ["error", "error"]
     assert all("worker process died (exit code 3)" in r.error for r in crashed)
     assert {r.termination for r in results if r.task_id != 2} == {"budget"}
+
+
+def test_workers_keep_to_their_task_so_simulators_are_rebuilt_rarely():
+    from evalkit.parallel import _next_episode
+
+    todo = fake_suite().episodes(task_ids=[0, 1], episodes_per_task=3)
+    first = _next_episode(todo, None, set())
+    second = _next_episode(todo, None, {("fake", 0)})
+    assert (first.task_id, second.task_id) == (0, 1)
+    assert [_next_episode(todo, ("fake", 1), {("fake", 0)}).task_id for _ in range(2)] == [1, 1]
+    assert _next_episode(todo, ("fake", 1), {("fake", 0)}).task_id == 0  # its own task is done
+    assert len(todo) == 1 and _next_episode([], ("fake", 0), set()) is None
