@@ -106,6 +106,9 @@ def main() -> None:
             times.setdefault(name, []).append(elapsed)
         print(f"repeat {repeat + 1}/{args.repeats} done", file=sys.stderr)
 
+    for env in [*envs.values()]:
+        env.close()
+    bare_env.close()
     # Seed 0 in both (the episode's seed is its init index, 0 here): same start, same actions, same end.
     identical = all(np.array_equal(reference_final, f) for f in finals.values())
     write_report(args, times, identical)
