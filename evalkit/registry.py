@@ -19,13 +19,14 @@ REGISTRY: dict[str, dict[str, str]] = {
         "scripted-reach": "policies.basic:ReachPolicy",
     },
     "suite": {
-        "libero_spatial": "suites.libero:libero_spatial",
-        "libero_object": "suites.libero:libero_object",
-        "libero_goal": "suites.libero:libero_goal",
-        "libero_10": "suites.libero:libero_10",
-        "libero_90": "suites.libero:libero_90",
+        # a suite target is a factory called with the suite's name
+        "libero_spatial": "suites.libero:libero_suite",
+        "libero_object": "suites.libero:libero_suite",
+        "libero_goal": "suites.libero:libero_suite",
+        "libero_10": "suites.libero:libero_suite",
+        "libero_90": "suites.libero:libero_suite",
         "fake": "suites.fake:fake_suite",
-        "fake_fragile": "suites.fake:fake_fragile_suite",
+        "fake_fragile": "suites.fake:fake_suite",
     },
     "preset": {
         "openvla": "evalkit.protocol:OPENVLA",
@@ -84,4 +85,4 @@ def make_policy(name: str, args: dict | None = None) -> Any:
 
 def make_suite(name: str) -> Any:
     """Build a registered suite definition (cheap: no simulator is started)."""
-    return load("suite", name)()
+    return load("suite", name)(name)

@@ -76,14 +76,6 @@ def _make_env(suite_name: str, options: EnvOptions) -> FakeEnv:
     return FakeEnv(suite_name, options, fail_on_task=1 if suite_name == "fake_fragile" else -1)
 
 
-def _fake(name: str) -> Suite:
+def fake_suite(name: str = "fake") -> Suite:
     tasks = [TaskInfo(i, f"reach_target_{i}", f"reach target {i}") for i in range(len(TARGETS))]
     return Suite(name=name, max_steps=60, episodes_per_task=10, family="Fake", tasks=tasks, env_factory=_make_env)
-
-
-def fake_suite() -> Suite:
-    return _fake("fake")
-
-
-def fake_fragile_suite() -> Suite:
-    return _fake("fake_fragile")

@@ -49,26 +49,6 @@ def libero_suite(name: str) -> Suite:
                  tasks=tasks, env_factory=LiberoEnv, info={"simulator": "LIBERO (robosuite 1.4, MuJoCo)"})
 
 
-def libero_spatial() -> Suite:
-    return libero_suite("libero_spatial")
-
-
-def libero_object() -> Suite:
-    return libero_suite("libero_object")
-
-
-def libero_goal() -> Suite:
-    return libero_suite("libero_goal")
-
-
-def libero_10() -> Suite:
-    return libero_suite("libero_10")
-
-
-def libero_90() -> Suite:
-    return libero_suite("libero_90")
-
-
 class _RenderGate:
     """Wraps robosuite camera sensors so that they render only while `open`.
 
