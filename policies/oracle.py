@@ -14,6 +14,8 @@ one finger inside the bowl and one outside.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+
 import numpy as np
 
 from evalkit.types import Observation, PolicySpec
@@ -58,42 +60,40 @@ def _pick_and_place_names(goal: list) -> tuple[str, str]:
     raise ValueError(f"no ('on', obj, target) predicate in goal {goal!r}")
 
 
+@dataclass(frozen=True)
+class OracleTuning:
+    """Heights are those of the bowl's base (its body origin) above the named surface,
+    except grasp_height, the grip site's height above the bowl's base.
+    pregrasp_level: gripper command level held while reaching the rim (-1 wide open,
+    0.25 leaves a ~3 cm gap), so the outer finger clears nearby walls.
+    turn_beyond: horizontal bowl distance from the robot base (m) beyond which the hand
+    turns to TURNED_ROT."""
+
+    rim_radius: float = 0.047
+    grasp_height: float = 0.035
+    hover_height: float = 0.10
+    lift_height: float = 0.08
+    carry_height: float = 0.10
+    place_height: float = 0.01
+    pregrasp_level: float = 0.25
+    turn_beyond: float = 0.5
+    pos_gain: float = 2.0
+    rot_gain: float = 2.0
+    close_steps: int = 8
+    lower_steps: int = 20
+
+
 class OraclePolicy:
     spec = PolicySpec(cameras=(), chunk_size=1, privileged=True, stateful=True)
 
-    def __init__(
-        self,
-        rim_radius: float = 0.047,
-        grasp_height: float = 0.035,
-        hover_height: float = 0.10,
-        lift_height: float = 0.08,
-        carry_height: float = 0.10,
-        place_height: float = 0.01,
-        pregrasp_level: float = 0.25,
-        turn_beyond: float = 0.5,
-        pos_gain: float = 2.0,
-        rot_gain: float = 2.0,
-        close_steps: int = 8,
-        lower_steps: int = 20,
-    ):
-        """Heights are those of the bowl's base (its body origin) above the named
-        surface, except grasp_height, the grip site's height above the bowl's base.
-        pregrasp_level: gripper command level held while reaching the rim (-1 wide
-        open, 0.25 leaves a ~3 cm gap), so the outer finger clears nearby walls.
-        turn_beyond: horizontal bowl distance from the robot base (m) beyond which
-        the hand turns to TURNED_ROT."""
-        self.rim_radius = rim_radius
-        self.grasp_height = grasp_height
-        self.hover_height = hover_height
-        self.lift_height = lift_height
-        self.carry_height = carry_height
-        self.place_height = place_height
-        self.pregrasp_level = pregrasp_level
-        self.turn_beyond = turn_beyond
-        self.pos_gain = pos_gain
-        self.rot_gain = rot_gain
-        self.close_steps = close_steps
-        self.lower_steps = lower_steps
+    def __init__(self, **tuning):
+        """Keyword arguments override OracleTuning's fields (e.g. --policy-arg rim_radius=0.05)."""
+        known = {f.name: f.type for f in fields(OracleTuning)}
+        unknown = sorted(set(tuning) - set(known))
+        if unknown:
+            raise TypeError(f"unknown oracle setting(s) {unknown}; known: {sorted(known)}")
+        cast = {"float": float, "int": int}
+        self.tuning = OracleTuning(**{k: cast[known[k]](v) for k, v in tuning.items()})
         self.reset()
 
     def reset(self) -> None:
@@ -111,8 +111,8 @@ class OraclePolicy:
     def _action(self, p: dict, eef_target: np.ndarray, gripper: float) -> np.ndarray:
         """Proportional move of the grip site toward eef_target, orientation held."""
         action = np.zeros(7)
-        action[0:3] = self.pos_gain * (eef_target - p["eef_pos"]) / POS_SCALE
-        action[3:6] = self.rot_gain * _rotvec(self._rot_error(p)) / ROT_SCALE
+        action[0:3] = self.tuning.pos_gain * (eef_target - p["eef_pos"]) / POS_SCALE
+        action[3:6] = self.tuning.rot_gain * _rotvec(self._rot_error(p)) / ROT_SCALE
         action[6] = gripper
         action = np.clip(action, -1.0, 1.0)
         self.grip_level = float(np.clip(self.grip_level + GRIP_LEVEL_STEP * np.sign(action[6]), -1.0, 1.0))
@@ -123,22 +123,22 @@ class OraclePolicy:
 
     def _pregrasp_gripper(self) -> float:
         """Step the gripper toward the part-closed pregrasp level, then hold it (0)."""
-        return float(np.sign(self.pregrasp_level - self.grip_level))
+        return float(np.sign(self.tuning.pregrasp_level - self.grip_level))
 
     def _plan_grasp(self, p: dict, obj: np.ndarray, target: np.ndarray) -> None:
         """Pick the hand orientation from the bowl's reach, then the rim side (along
         the closing axis) that faces the robot base once the bowl sits on the
         target: the arm is stretched least when placing on a far plate."""
         base = np.asarray(p["robot_base_pos"])
-        far = np.linalg.norm((obj - base)[:2]) > self.turn_beyond
+        far = np.linalg.norm((obj - base)[:2]) > self.tuning.turn_beyond
         self.target_rot = TURNED_ROT if far else START_ROT
         axis = self.target_rot[:, 0]
-        self.grasp_dir = min((axis, -axis), key=lambda d: np.linalg.norm((target + self.rim_radius * d - base)[:2]))
+        self.grasp_dir = min((axis, -axis), key=lambda d: np.linalg.norm((target + self.tuning.rim_radius * d - base)[:2]))
 
     def _dropped(self, eef: np.ndarray, obj: np.ndarray) -> bool:
         """True when the bowl has fallen away from the fingers while carried."""
         carrying = self.phase in ("lift", "transport", "lower")
-        return carrying and eef[2] - obj[2] > self.grasp_height + 0.03
+        return carrying and eef[2] - obj[2] > self.tuning.grasp_height + 0.03
 
     def _set_phase(self, phase: str) -> None:
         self.phase = phase
@@ -155,11 +155,11 @@ class OraclePolicy:
         self.phase_steps += 1
         if self.target_rot is None:
             self._plan_grasp(p, obj, target)
-        grasp = obj + self.rim_radius * self.grasp_dir + np.array([0.0, 0.0, self.grasp_height])
+        grasp = obj + self.tuning.rim_radius * self.grasp_dir + np.array([0.0, 0.0, self.tuning.grasp_height])
 
         if self.phase == "approach":
             # Hover above the grasp point (so the fingers clear the rim) and turn.
-            hover = grasp + np.array([0.0, 0.0, self.hover_height])
+            hover = grasp + np.array([0.0, 0.0, self.tuning.hover_height])
             turned = np.linalg.norm(_rotvec(self._rot_error(p))) < 0.1
             if turned and np.linalg.norm((hover - eef)[:2]) < 0.01:
                 self._set_phase("descend")
@@ -173,8 +173,8 @@ class OraclePolicy:
                 return self._action(p, grasp, self._pregrasp_gripper())
 
         if self.phase == "grasp":
-            if self.phase_steps > self.close_steps:
-                self.lift_z = obj[2] + self.lift_height
+            if self.phase_steps > self.tuning.close_steps:
+                self.lift_z = obj[2] + self.tuning.lift_height
                 self._set_phase("lift")
             else:
                 return self._action(p, grasp, CLOSE)
@@ -193,7 +193,7 @@ class OraclePolicy:
         if self.phase == "transport":
             # Stay at least at lift height until above the plate: the bowl may
             # start in a drawer or on a cabinet, whose edges it must clear.
-            carry = target + np.array([0.0, 0.0, self.carry_height])
+            carry = target + np.array([0.0, 0.0, self.tuning.carry_height])
             carry[2] = max(carry[2], self.lift_z)
             if np.linalg.norm((carry - obj)[:2]) < 0.01:
                 self._set_phase("lower")
@@ -202,8 +202,8 @@ class OraclePolicy:
 
         if self.phase == "lower":
             # Let go once the bowl is nearly down, or when it rests tilted on the rim.
-            place = target + np.array([0.0, 0.0, self.place_height])
-            if obj[2] - place[2] < 0.005 or self.phase_steps > self.lower_steps:
+            place = target + np.array([0.0, 0.0, self.tuning.place_height])
+            if obj[2] - place[2] < 0.005 or self.phase_steps > self.tuning.lower_steps:
                 self._set_phase("release")
             else:
                 return self._action(p, eef + (place - obj), CLOSE)

@@ -33,7 +33,7 @@ def act(policy, priv, step=0):
 
 
 def grasp_point(policy, bowl):
-    return bowl + policy.rim_radius * policy.grasp_dir + np.array([0.0, 0.0, policy.grasp_height])
+    return bowl + policy.tuning.rim_radius * policy.grasp_dir + np.array([0.0, 0.0, policy.tuning.grasp_height])
 
 
 def test_far_from_bowl_moves_toward_it_with_gripper_open():
@@ -45,7 +45,7 @@ def test_far_from_bowl_moves_toward_it_with_gripper_open():
         assert policy.phase == "approach"
         assert np.dot(action[:2], (NEAR_BOWL - eef)[:2]) > 0
     # The fingers only narrow to the pregrasp gap, never close on the way.
-    assert policy.grip_level == policy.pregrasp_level
+    assert policy.grip_level == policy.tuning.pregrasp_level
     assert action[6] == 0.0
 
 
@@ -79,13 +79,13 @@ def test_lifts_after_closing_then_carries_bowl_to_plate():
     act(policy, privileged([-0.2, 0.0, 1.17], bowl))
     grasp = grasp_point(policy, bowl)
     policy.phase = "grasp"
-    for _ in range(policy.close_steps + 1):
+    for _ in range(policy.tuning.close_steps + 1):
         action = act(policy, privileged(grasp, bowl, gripper=0.002))
     assert policy.phase == "lift"
     assert action[2] > 0 and action[6] == 1.0
     # Bowl lifted high enough: move it toward the plate, still closed.
-    lifted = bowl + [0, 0, policy.lift_height]
-    action = act(policy, privileged(grasp + [0, 0, policy.lift_height], lifted, gripper=0.002))
+    lifted = bowl + [0, 0, policy.tuning.lift_height]
+    action = act(policy, privileged(grasp + [0, 0, policy.tuning.lift_height], lifted, gripper=0.002))
     assert policy.phase == "transport"
     assert np.dot(action[:2], (PLATE - lifted)[:2]) > 0 and action[6] == 1.0
 
