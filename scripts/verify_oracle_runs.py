@@ -93,7 +93,7 @@ def main() -> None:
         "# Oracle on libero_spatial (bundled assets, real MuJoCo episodes)",
         "",
         f"Command: `python scripts/verify_oracle_runs.py --episodes-per-task {per_task}`, which runs "
-        f"`{' '.join(command(Path('RUN_DIR'), 2, per_task)[1:])}` and the variants below.",
+        f"`python {' '.join(command(Path('RUN_DIR'), 2, per_task)[1:])}` and the variants below.",
         "",
         *checks,
         "",
