@@ -143,8 +143,8 @@ def report_runs(run_dirs: Sequence, fmt: str = "markdown") -> str:
 def describe_stored_run(run_dir, store) -> str:
     identity, semantics = store.meta("identity", {}), store.meta("semantics", {})
     proto = semantics.get("protocol", {})
-    args = identity.get("policy_args") or ""
-    return (f"{run_dir}: policy {identity.get('policy')} {args}, mode {semantics.get('execution_mode')}, "
+    args = f" {identity['policy_args']}" if identity.get("policy_args") else ""
+    return (f"{run_dir}: policy {identity.get('policy')}{args}, mode {semantics.get('execution_mode')}, "
             f"protocol {proto.get('name')} (wait {proto.get('wait_steps')}, budget "
             f"{proto.get('budget') or 'suite limit'} {proto.get('budget_unit')}, "
             f"success at {proto.get('success_rule')} step)")
