@@ -26,8 +26,8 @@ PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # torch first, pinned: any other spec may pull gigabytes of CUDA packages.
 .venv/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null \
   || { say "installing torch==2.13.0"; "${PIP[@]}" torch==2.13.0; }
-say "installing evalkit[libero,video,dev]"
-"${PIP[@]}" -e ".[libero,video,dev]"
+say "installing evalkit[libero,video,nora,dev]"
+"${PIP[@]}" -e ".[libero,video,nora,dev]"
 # hf-libero, robosuite and bddl without their declared training dependencies.
 "${PIP[@]}" --no-deps hf-libero==0.1.4 robosuite==1.4.0 bddl==1.0.1
 .venv/bin/python -c 'import torch; assert torch.__version__.startswith("2.13.0"), torch.__version__'

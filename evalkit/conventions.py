@@ -1,0 +1,100 @@
+"""Benchmark-side action and image conventions, shared by every policy adapter.
+
+Models output the gripper in [0, 1] (1 = open) and rotations as they were trained;
+each benchmark wants its own convention. These small functions and classes do the
+mapping, one place for all policies, so that a convention is chosen per suite and
+recorded, not re-implemented (slightly differently) in each adapter.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def libero_gripper(open_prob: np.ndarray) -> np.ndarray:
+    """Model gripper in [0, 1] (1 = open) -> LIBERO's -1 (open) / +1 (close).
+
+    As OpenVLA's LIBERO script: rescale to [-1, 1] (2g - 1), binarise with the sign,
+    then invert. Exactly 0.5 maps to 0 (no change), as there.
+    """
+    return -np.sign(2.0 * np.asarray(open_prob, dtype=np.float64) - 1.0)
+
+
+def widowx_gripper(open_prob: np.ndarray) -> np.ndarray:
+    """Model gripper in [0, 1] -> WidowX (Bridge) command: +1 open if g > 0.5, else -1."""
+    return 2.0 * (np.asarray(open_prob, dtype=np.float64) > 0.5) - 1.0
+
+
+class StickyGripper:
+    """Google robot gripper: relative command (previous - current), made "sticky".
+
+    A relative change larger than 0.5 is repeated for `repeats` steps (15 in OpenVLA's and
+    NORA-1.5's SimplerEnv policies, 10 in SpatialVLA's) before new changes are followed.
+    Per-episode state: call reset() before each episode.
+    """
+
+    def __init__(self, repeats: int = 15):
+        self.repeats = repeats
+        self.reset()
+
+    def reset(self) -> None:
+        self.previous = None
+        self.sticky_value = 0.0
+        self.repeat_count = 0
+        self.sticking = False
+
+    def __call__(self, open_prob: float) -> float:
+        current = float(open_prob)
+        relative = 0.0 if self.previous is None else self.previous - current
+        self.previous = current
+        if abs(relative) > 0.5 and not self.sticking:
+            self.sticking, self.sticky_value = True, relative
+        if self.sticking:
+            self.repeat_count += 1
+            relative = self.sticky_value
+        if self.repeat_count == self.repeats:
+            self.sticking, self.sticky_value, self.repeat_count = False, 0.0, 0
+        return relative
+
+
+def euler_to_matrix(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """Static-axes xyz Euler angles (roll about x, then pitch about y, then yaw about z)."""
+    cr, sr, cp, sp, cy, sy = np.cos(roll), np.sin(roll), np.cos(pitch), np.sin(pitch), np.cos(yaw), np.sin(yaw)
+    rx = np.array([[1, 0, 0], [0, cr, -sr], [0, sr, cr]])
+    ry = np.array([[cp, 0, sp], [0, 1, 0], [-sp, 0, cp]])
+    rz = np.array([[cy, -sy, 0], [sy, cy, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+def matrix_to_axis_angle(matrix: np.ndarray) -> np.ndarray:
+    """Rotation matrix -> axis * angle (angle in [0, pi])."""
+    cos = np.clip((np.trace(matrix) - 1.0) / 2.0, -1.0, 1.0)
+    angle = float(np.arccos(cos))
+    if angle < 1e-9:
+        return np.zeros(3)
+    if np.pi - angle < 1e-6:  # near pi the antisymmetric part vanishes; (R + I) / 2 = a a^T there
+        half = (matrix + np.eye(3)) / 2.0
+        column = half[:, np.argmax(np.diag(half))]
+        return column / np.linalg.norm(column) * angle
+    axis = np.array([matrix[2, 1] - matrix[1, 2], matrix[0, 2] - matrix[2, 0], matrix[1, 0] - matrix[0, 1]])
+    return axis / (2.0 * np.sin(angle)) * angle
+
+
+def euler_to_axis_angle(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """Delta roll/pitch/yaw (what models output) -> axis-angle (what SimplerEnv takes)."""
+    return matrix_to_axis_angle(euler_to_matrix(roll, pitch, yaw))
+
+
+def flip_image(image: np.ndarray) -> np.ndarray:
+    """Rotate 180 degrees (both axes), as every LIBERO model expects of LIBERO's renders."""
+    return np.ascontiguousarray(np.asarray(image)[::-1, ::-1])
+
+
+def resize_image(image: np.ndarray, size: int, method: str = "lanczos") -> np.ndarray:
+    """Square resize of an HxWx3 uint8 image with Pillow ('lanczos', 'bilinear', 'bicubic', 'area')."""
+    from PIL import Image
+
+    methods = {"lanczos": Image.LANCZOS, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "area": Image.BOX}
+    if method not in methods:
+        raise ValueError(f"unknown resize method {method!r}; use one of {sorted(methods)}")
+    return np.asarray(Image.fromarray(np.asarray(image, dtype=np.uint8)).resize((size, size), methods[method]))

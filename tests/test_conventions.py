@@ -1,0 +1,51 @@
+"""Benchmark conventions on hand-worked values."""
+
+import numpy as np
+import pytest
+
+from evalkit.conventions import (StickyGripper, euler_to_axis_angle, flip_image, libero_gripper, resize_image,
+                                 widowx_gripper)
+
+
+def test_libero_gripper_rescales_binarises_and_inverts():
+    # 1 = open (model) -> -1 = open (LIBERO); exactly 0.5 -> sign(0) = 0
+    assert libero_gripper(np.array([1.0, 0.0, 0.5, 0.8, 0.2])).tolist() == [-1, 1, 0, -1, 1]
+
+
+def test_widowx_gripper_thresholds_at_half():
+    assert widowx_gripper(np.array([0.6, 0.5, 0.1])).tolist() == [1, -1, -1]
+
+
+def test_sticky_gripper_repeats_a_large_relative_change():
+    sticky = StickyGripper(repeats=3)
+    opens = [1, 1, 0, 0, 0, 0, 1]
+    assert [sticky(g) for g in opens] == [0, 0, 1, 1, 1, 0, -1]
+    sticky.reset()
+    assert sticky(0.0) == 0  # no previous value after reset
+
+
+@pytest.mark.parametrize("euler, expected", [
+    ((0, 0, np.pi / 2), [0, 0, np.pi / 2]),
+    ((np.pi / 2, 0, 0), [np.pi / 2, 0, 0]),
+    ((0, -0.3, 0), [0, -0.3, 0]),
+    # Rz(90) Rx(90) = [[0,0,1],[1,0,0],[0,1,0]]: trace 0 -> angle 2pi/3, axis (1,1,1)/sqrt(3)
+    ((np.pi / 2, 0, np.pi / 2), [2 * np.pi / 3 / np.sqrt(3)] * 3),
+    ((0, 0, 0), [0, 0, 0]),
+])
+def test_euler_to_axis_angle(euler, expected):
+    assert euler_to_axis_angle(*euler) == pytest.approx(expected, abs=1e-9)
+
+
+def test_half_turn_keeps_its_axis():
+    assert np.abs(euler_to_axis_angle(np.pi, 0, 0)) == pytest.approx([np.pi, 0, 0], abs=1e-6)
+
+
+def test_flip_and_resize():
+    image = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+    assert flip_image(image)[0, 0].tolist() == [9, 10, 11] and flip_image(image)[1, 1].tolist() == [0, 1, 2]
+    grey = np.full((256, 256, 3), 77, np.uint8)
+    for method in ("lanczos", "area"):
+        out = resize_image(grey, 224, method)
+        assert out.shape == (224, 224, 3) and (out == 77).all()
+    with pytest.raises(ValueError, match="lanczos"):
+        resize_image(grey, 224, "nearest-ish")
