@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import importlib.util
 import os
 import shutil
@@ -114,6 +115,10 @@ def import_libero(assets: Optional[Path] = None) -> SimpleNamespace:
     """Import hf-libero without prompts; point it at `assets` when given."""
     os.environ.setdefault("MUJOCO_GL", "egl")
     _write_config()
+    # robosuite warns at every import (in every worker) that it has no private macro file;
+    # that file only holds defaults we do not change.
+    logging.getLogger("robosuite_logs").addFilter(
+        lambda record: "macro file" not in record.getMessage() and "setup_macros" not in record.getMessage())
     import libero.libero as libero_pkg
     from libero.libero import get_libero_path
     from libero.libero.envs.env_wrapper import ControlEnv
