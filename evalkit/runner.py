@@ -9,8 +9,6 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import dataclass, field
-from typing import Optional
-
 import numpy as np
 
 from evalkit.execution import ChunkedPolicy
@@ -121,13 +119,3 @@ def describe_run(protocol: Protocol, mode: str) -> dict:
         "wait_action": WAIT_ACTION.tolist(),
         "budget_note": "wait steps are outside the budget; steps count env steps after them",
     }
-
-
-def run_sequential(env, policy: ChunkedPolicy, episodes, protocol: Protocol, on_result, video: bool = False,
-                   on_frames: Optional[callable] = None) -> None:
-    """Run episodes one after another in this process (W=1)."""
-    for episode in episodes:
-        result, frames = run_episode(env, policy, episode, protocol, video)
-        if on_frames and frames:
-            result.video = on_frames(result, frames)
-        on_result(result)

@@ -13,7 +13,7 @@ import json
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from evalkit.types import EpisodeResult
 
@@ -100,9 +100,6 @@ class ResultStore:
         self.session = int(cur.lastrowid)
         return self.session
 
-    def finished_keys(self) -> set[str]:
-        return {row[0] for row in self.db.execute("SELECT key FROM episodes")}
-
     def add(self, result: EpisodeResult) -> None:
         values = [getattr(result, name) for name in _COLUMNS]
         values[list(_COLUMNS).index("success")] = int(result.success)
@@ -128,12 +125,3 @@ class ResultStore:
 def _to_result(row: dict) -> EpisodeResult:
     row["success"] = bool(row["success"])
     return EpisodeResult(**row)
-
-
-def load_results(run_dirs: Iterable[str | Path]) -> list[EpisodeResult]:
-    results = []
-    for run_dir in run_dirs:
-        store = ResultStore(run_dir, readonly=True)
-        results.extend(store.results())
-        store.close()
-    return results

@@ -6,7 +6,6 @@ depend on it cheaply.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
@@ -14,8 +13,9 @@ import numpy as np
 
 ACTION_DIM = 7  # delta xyz, delta axis-angle, gripper (-1 open, +1 close)
 
+# How an episode ended: success; budget (steps or queries used up); error (an exception in
+# the policy or env, traceback kept); invalid_action (a NaN or wrongly shaped chunk).
 Termination = Literal["success", "budget", "error", "invalid_action"]
-TERMINATIONS: tuple[str, ...] = ("success", "budget", "error", "invalid_action")
 
 
 @dataclass
@@ -80,7 +80,7 @@ class EpisodeResult:
     init_index: int
     seed: int
     success: bool
-    termination: str
+    termination: Termination
     steps: int  # env steps after the wait steps
     queries: int  # policy queries
     wall_s: float
@@ -91,10 +91,6 @@ class EpisodeResult:
     @property
     def key(self) -> str:
         return f"{self.suite}/{self.task_id}/{self.init_index}/{self.seed}"
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
 
 
 def validate_chunk(chunk: Any, spec: PolicySpec) -> tuple[Optional[np.ndarray], str]:
