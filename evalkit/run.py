@@ -6,7 +6,6 @@ import dataclasses
 import platform
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path

@@ -17,7 +17,6 @@ Protocol points handled here (see ../shared/PROTOCOLS.md):
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
