@@ -73,3 +73,27 @@ def test_failures_are_reported_not_zeroed(codec_and_data):
 def test_missing_files_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="processor_config.json"):
         FastCodec.from_pretrained(tmp_path)
+
+
+def test_nora_decode_recovers_a_chunk_placed_after_the_prompt(codec_and_data):
+    from policies.nora_actions import NORA_FIRST_ACTION_ID, decode_actions
+    from policies.normalization import read_action_stats, unnormalize
+
+    codec, chunks = codec_and_data
+    horizon = chunks[0].shape[0]
+    stats = read_action_stats({"libero_spatial": {"action": {
+        "q01": [-0.9, -0.8, -0.9, -0.1, -0.2, -0.3, -1], "q99": [0.9, 0.9, 0.9, 0.1, 0.2, 0.3, 1],
+        "mask": [True] * 6 + [False]}}}, "libero_spatial")
+    prompt = list(range(100, 164))  # stand-in for the chat prompt and 64 image tokens
+    eos = 151645  # <|im_end|>, below the action range
+    for chunk in chunks[:5]:
+        generated = prompt + [NORA_FIRST_ACTION_ID + i for i in codec.encode(chunk)] + [eos]
+        for respect_mask in (False, True):
+            out = decode_actions(generated, codec, stats, horizon, respect_mask=respect_mask)
+            assert out.ok, out.error
+            expected = unnormalize(chunk, stats, respect_mask)
+            step = 0.5 / codec.scale * np.sqrt(horizon) * 0.5 * (stats.q99 - stats.q01)
+            step = np.where(stats.mask | (not respect_mask), step, 0.5 / codec.scale * np.sqrt(horizon))
+            assert np.all(np.abs(out.actions - expected) <= step + 1e-12)
+    truncated = decode_actions(prompt + [NORA_FIRST_ACTION_ID + codec.encode(chunks[0])[0]], codec, stats, horizon)
+    assert horizon == 1 or not truncated.ok
