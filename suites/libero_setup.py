@@ -15,6 +15,7 @@ a folder or the .tar.gz bundle (unpacked once into a cache folder and checked).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import logging
@@ -62,27 +63,35 @@ def _check_asset_dir(path: Path, origin: str) -> Path:
 
 
 def unpack_bundle(bundle: Path) -> Path:
-    """Unpack libero-assets.tar.gz once into the cache, keyed by the bundle's checksum."""
+    """Unpack libero-assets.tar.gz once into the cache, keyed by the bundle's checksum.
+
+    A lock file serialises concurrent first uses (several workers, several runs)."""
     digest = hashlib.sha256()
     with open(bundle, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     target = CACHE_DIR / f"libero-assets-{digest.hexdigest()[:16]}"
-    done_marker = target / ".complete"
-    if not done_marker.exists():
-        partial = target.with_name(target.name + f".partial-{os.getpid()}")
-        with tarfile.open(bundle) as tar:
-            tar.extractall(partial, filter="data")
-        inner = partial / "libero-assets"
-        if not inner.is_dir():
-            raise LiberoSetupError(f"{bundle} has no top-level libero-assets/ folder")
-        _verify_checksums(inner)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists():
-            os.replace(inner, target)
-        shutil.rmtree(partial, ignore_errors=True)
-        (target / ".complete").touch()
+    CACHE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(CACHE_DIR / f"{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (target / ".complete").exists():
+            _unpack(bundle, target)
     return _check_asset_dir(target, str(bundle))
+
+
+def _unpack(bundle: Path, target: Path) -> None:
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.rmtree(target, ignore_errors=True)
+    with tarfile.open(bundle) as tar:
+        tar.extractall(partial, filter="data")
+    inner = partial / "libero-assets"
+    if not inner.is_dir():
+        raise LiberoSetupError(f"{bundle} has no top-level libero-assets/ folder")
+    _verify_checksums(inner)
+    os.replace(inner, target)
+    shutil.rmtree(partial, ignore_errors=True)
+    (target / ".complete").touch()
 
 
 def _verify_checksums(folder: Path) -> None:
