@@ -54,6 +54,15 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex"])
     report.set_defaults(handler=_cmd_report)
 
+    comp = sub.add_parser("compare", help="paired comparison of two runs; exit 0 ok, 1 regression, 2 not comparable")
+    comp.add_argument("baseline")
+    comp.add_argument("candidate")
+    comp.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm adjustment")
+    comp.add_argument("--threshold", type=float, default=0.0,
+                      help="only drops larger than this many percentage points count as regressions")
+    comp.add_argument("--out", help="also write the Markdown report to this file")
+    comp.set_defaults(handler=_cmd_compare)
+
     lister = sub.add_parser("list", help="registered suites, policies and protocol presets")
     lister.set_defaults(handler=_cmd_list)
     return parser
@@ -111,6 +120,16 @@ def _cmd_run(args) -> int:
 def _cmd_report(args) -> int:
     print(report_runs(args.run_dirs, args.format))
     return 0
+
+
+def _cmd_compare(args) -> int:
+    from evalkit.compare import compare
+
+    code, report = compare(args.baseline, args.candidate, args.alpha, args.threshold)
+    print(report)
+    if args.out:
+        Path(args.out).write_text(report)
+    return code
 
 
 def _cmd_list(args) -> int:
