@@ -55,13 +55,18 @@ def _parser() -> argparse.ArgumentParser:
     report.set_defaults(handler=_cmd_report)
 
     comp = sub.add_parser("compare", help="paired comparison of two runs; exit 0 ok, 1 regression, 2 not comparable")
-    comp.add_argument("baseline")
+    comp.add_argument("baseline", help="run directory or `evalkit export` file")
     comp.add_argument("candidate")
     comp.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm adjustment")
     comp.add_argument("--threshold", type=float, default=0.0,
                       help="only drops larger than this many percentage points count as regressions")
     comp.add_argument("--out", help="also write the Markdown report to this file")
     comp.set_defaults(handler=_cmd_compare)
+
+    export = sub.add_parser("export", help="write a run's episodes as JSON lines (a baseline small enough to commit)")
+    export.add_argument("run_dir")
+    export.add_argument("out")
+    export.set_defaults(handler=_cmd_export)
 
     lister = sub.add_parser("list", help="registered suites, policies and protocol presets")
     lister.set_defaults(handler=_cmd_list)
@@ -130,6 +135,13 @@ def _cmd_compare(args) -> int:
     if args.out:
         Path(args.out).write_text(report)
     return code
+
+
+def _cmd_export(args) -> int:
+    from evalkit.store import export_run
+
+    print(f"wrote {export_run(args.run_dir, args.out)} episodes to {args.out}")
+    return 0
 
 
 def _cmd_list(args) -> int:

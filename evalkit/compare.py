@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import comb
+from pathlib import Path
 from typing import Optional
 
 from evalkit.report import render
-from evalkit.store import ResultStore
+from evalkit.store import ResultStore, read_export
 from evalkit.types import EpisodeResult
 
 NO_REGRESSION, REGRESSION, NOT_COMPARABLE = 0, 1, 2
@@ -70,8 +71,12 @@ def _row(label: str, pairs: list[tuple[EpisodeResult, EpisodeResult]]) -> Row:
                b_only, c_only, mcnemar_exact(b_only, c_only))
 
 
-def load_run(run_dir) -> tuple[dict, dict[str, EpisodeResult]]:
-    store = ResultStore(run_dir, readonly=True)
+def load_run(run) -> tuple[dict, dict[str, EpisodeResult]]:
+    """(semantics, results by episode key) of a run directory or of an `evalkit export` file."""
+    if Path(run).is_file():
+        meta, results = read_export(run)
+        return meta.get("semantics") or {}, {r.key: r for r in results}
+    store = ResultStore(run, readonly=True)
     try:
         return store.meta("semantics", {}), {r.key: r for r in store.results()}
     finally:

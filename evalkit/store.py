@@ -125,3 +125,31 @@ class ResultStore:
 def _to_result(row: dict) -> EpisodeResult:
     row["success"] = bool(row["success"])
     return EpisodeResult(**row)
+
+
+def export_run(run_dir: str | Path, out: str | Path) -> int:
+    """Write a run as JSON lines (a meta line, then one line per episode): small enough to
+    commit as a baseline, unlike the SQLite store. Returns the number of episodes."""
+    store = ResultStore(run_dir, readonly=True)
+    try:
+        results = store.results()
+        meta = {"schema_version": SCHEMA_VERSION, "identity": store.meta("identity"),
+                "semantics": store.meta("semantics"), "suites": store.meta("suites")}
+    finally:
+        store.close()
+    lines = [json.dumps({"meta": meta}, sort_keys=True)]
+    lines += [json.dumps({name: getattr(r, name) for name in ("key", *_COLUMNS)}, sort_keys=True) for r in results]
+    Path(out).write_text("\n".join(lines) + "\n")
+    return len(results)
+
+
+def read_export(path: str | Path) -> tuple[dict, list[EpisodeResult]]:
+    """(meta, results) of a file written by export_run."""
+    lines = Path(path).read_text().splitlines()
+    if not lines or "meta" not in json.loads(lines[0]):
+        raise ValueError(f"{path} is not an evalkit export (no meta line); make one with `evalkit export RUN_DIR FILE`")
+    meta = json.loads(lines[0])["meta"]
+    if meta.get("schema_version") != SCHEMA_VERSION:
+        raise RunMismatch(f"{path} has result schema v{meta.get('schema_version')}; this evalkit reads v{SCHEMA_VERSION}")
+    rows = [json.loads(line) for line in lines[1:] if line.strip()]
+    return meta, [_to_result({k: row[k] for k in _COLUMNS}) for row in rows]

@@ -63,3 +63,17 @@ def test_exit_codes_for_a_ci_gate(tmp_path, capsys):
     fewer = run(tmp_path, "fewer", "scripted-reach", tasks=[0, 1])
     assert main(["compare", baseline, fewer]) == 2
     assert "different episodes" in capsys.readouterr().out
+
+
+def test_an_exported_baseline_compares_like_its_run(tmp_path, capsys):
+    register("policy", "test-sabotaged", "test_compare:SabotagedReach")
+    baseline = run(tmp_path, "base", "scripted-reach")
+    exported = tmp_path / "baseline.jsonl"
+    assert main(["export", baseline, str(exported)]) == 0
+    assert "wrote 40 episodes" in capsys.readouterr().out
+    assert main(["compare", str(exported), run(tmp_path, "same", "scripted-reach")]) == 0
+    assert main(["compare", str(exported), run(tmp_path, "worse", "test-sabotaged")]) == 1
+    assert main(["compare", str(exported), run(tmp_path, "proto", "scripted-reach", preset="nora")]) == 2
+    (tmp_path / "junk.jsonl").write_text('{"key": 1}\n')
+    assert main(["compare", str(tmp_path / "junk.jsonl"), baseline]) == 2
+    assert "not an evalkit export" in capsys.readouterr().err
