@@ -54,6 +54,13 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex"])
     report.set_defaults(handler=_cmd_report)
 
+    sweep = sub.add_parser("sweep", help="run a grid or list of runs (resumable); table and PNG per sweep")
+    sweep.add_argument("sweep_file")
+    sweep.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex"])
+    sweep.add_argument("--report-only", action="store_true", help="only rebuild the table and plot")
+    sweep.add_argument("--no-progress", action="store_true")
+    sweep.set_defaults(handler=_cmd_sweep)
+
     comp = sub.add_parser("compare", help="paired comparison of two runs; exit 0 ok, 1 regression, 2 not comparable")
     comp.add_argument("baseline", help="run directory or `evalkit export` file")
     comp.add_argument("candidate")
@@ -124,6 +131,16 @@ def _cmd_run(args) -> int:
 
 def _cmd_report(args) -> int:
     print(report_runs(args.run_dirs, args.format))
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    from evalkit.sweep import load_sweep, run_sweep, sweep_report
+
+    out, points = load_sweep(args.sweep_file)
+    if not args.report_only:
+        run_sweep(points, progress=not args.no_progress)
+    print(sweep_report(out, points, args.format))
     return 0
 
 

@@ -1,0 +1,158 @@
+"""`evalkit sweep SWEEP.yaml`: a grid (or list) of runs sharing one results directory.
+
+    out: runs/sweep-modes            # each grid point is a run in OUT/<point name>/
+    base:                            # run settings shared by every point (as in `evalkit run`)
+      suites: [libero_spatial]
+      policy: random
+      episodes_per_task: 2
+    grid:                            # every combination; dotted keys reach into policy_args
+      mode: [open_loop, "receding:2"]
+      policy_args.chunk_size: [1, 5]
+    # or, instead of grid, an explicit list of points, optionally labelled:
+    # points:
+    #   - {label: R_a, policy_args: {checkpoint: ckpt/ra}}
+    #   - {label: R_g-subgoal, policy_args: {checkpoint: ckpt/rg}}
+
+Each point is an ordinary run, so re-running the sweep finishes only what is missing.
+The report is one table (a row per point, a column per suite, success % with Wilson
+intervals) and a PNG of success against the first swept setting, a line per suite.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from evalkit.report import render, wilson_interval
+from evalkit.run import RunConfig, execute
+from evalkit.store import ResultStore
+
+
+@dataclass
+class SweepPoint:
+    name: str  # folder name under the sweep directory
+    label: str  # what the table shows
+    settings: dict  # the swept values, e.g. {"mode": "receding:2", "policy_args.chunk_size": 5}
+    config: RunConfig
+
+
+def load_sweep(path: str | Path) -> tuple[Path, list[SweepPoint]]:
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"sweep file not found: {path}")
+    spec = yaml.safe_load(path.read_text()) or {}
+    return expand(spec, default_out=Path("runs") / f"sweep-{path.stem}")
+
+
+def expand(spec: dict, default_out: Path = Path("runs/sweep")) -> tuple[Path, list[SweepPoint]]:
+    unknown = set(spec) - {"out", "base", "grid", "points"}
+    if unknown:
+        raise ValueError(f"unknown sweep key(s) {sorted(unknown)}; use out, base, and grid or points")
+    if ("grid" in spec) == ("points" in spec):
+        raise ValueError("a sweep needs exactly one of 'grid' (combinations) or 'points' (a list)")
+    out = Path(spec.get("out") or default_out)
+    base = dict(spec.get("base") or {})
+    if "grid" in spec:
+        keys = list(spec["grid"])
+        combos = [dict(zip(keys, values)) for values in itertools.product(*(spec["grid"][k] for k in keys))]
+    else:
+        combos = [dict(point) for point in spec["points"]]
+    points = []
+    for settings in combos:
+        label = str(settings.pop("label", "")) or ", ".join(f"{k}={v}" for k, v in settings.items())
+        name = re.sub(r"[^A-Za-z0-9_.=-]+", "-", label.replace(", ", "__"))
+        config = RunConfig.from_dict({**_apply(base, settings), "out": str(out / name)})
+        points.append(SweepPoint(name, label, settings, config))
+    if len({p.name for p in points}) != len(points):
+        raise ValueError("two sweep points have the same name; give them distinct labels")
+    return out, points
+
+
+def _apply(base: dict, settings: dict) -> dict:
+    """Base settings with the point's values; 'policy_args.x' sets one policy argument."""
+    merged = {**base, "policy_args": dict(base.get("policy_args") or {})}
+    for key, value in settings.items():
+        if key.startswith("policy_args."):
+            merged["policy_args"][key.split(".", 1)[1]] = value
+        elif key == "policy_args":
+            merged["policy_args"].update(value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def run_sweep(points: list[SweepPoint], progress: bool = True) -> None:
+    for index, point in enumerate(points, 1):
+        if progress:
+            print(f"[sweep {index}/{len(points)}] {point.label}", flush=True)
+        execute(point.config, progress=progress)
+
+
+def sweep_table(points: list[SweepPoint]) -> tuple[list[str], list[list[str]], dict]:
+    """Rows per point, a column per suite; also {suite: [(point, rate, low, high)]} for the plot."""
+    rates: dict[str, dict[str, tuple]] = {}
+    for point in points:
+        store = ResultStore(point.config.out_dir(), readonly=True)
+        results = store.results()
+        store.close()
+        for suite in sorted({r.suite for r in results}):
+            episodes = [r for r in results if r.suite == suite]
+            wins = sum(r.success for r in episodes)
+            rates.setdefault(suite, {})[point.name] = (wins / len(episodes), *wilson_interval(wins, len(episodes)),
+                                                       len(episodes))
+    suites = sorted(rates)
+    rows = []
+    for point in points:
+        cells = []
+        for suite in suites:
+            rate, low, high, n = rates[suite].get(point.name, (None, 0, 0, 0))
+            cells.append("-" if rate is None else f"{100 * rate:.1f} [{100 * low:.1f}, {100 * high:.1f}] (n={n})")
+        rows.append([point.label, *cells])
+    return ["point", *suites], rows, rates
+
+
+def plot_sweep(points: list[SweepPoint], rates: dict, path: Path) -> Path:
+    """Success against the first swept setting, one line per suite (and per value of the others)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = next(iter(points[0].settings), None)
+    x_labels = list(dict.fromkeys(str(p.settings.get(first, p.label)) if first else p.label for p in points))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for suite, by_point in sorted(rates.items()):
+        series: dict[str, list] = {}
+        for point in points:
+            if point.name not in by_point:
+                continue
+            rest = ", ".join(f"{k}={v}" for k, v in point.settings.items() if k != first)
+            x = x_labels.index(str(point.settings.get(first, point.label)) if first else point.label)
+            series.setdefault(rest, []).append((x, *by_point[point.name][:3]))
+        for rest, values in series.items():
+            xs, ys, lows, highs = zip(*values)
+            ys = [100 * y for y in ys]
+            err = [[y - 100 * lo for y, lo in zip(ys, lows)], [100 * hi - y for y, hi in zip(ys, highs)]]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"{suite}" + (f" ({rest})" if rest else ""))
+    ax.set_xticks(range(len(x_labels)), x_labels, rotation=20)
+    ax.set_xlabel(first or "point")
+    ax.set_ylabel("success % (95% Wilson)")
+    ax.set_ylim(-5, 105)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def sweep_report(out: Path, points: list[SweepPoint], fmt: str = "markdown") -> str:
+    headers, rows, rates = sweep_table(points)
+    plot = plot_sweep(points, rates, out / "sweep.png")
+    text = render(headers, rows, fmt)
+    suffix = {"markdown": "md", "csv": "csv", "latex": "tex"}[fmt]
+    (out / f"sweep.{suffix}").write_text(text + "\n")
+    return f"{text}\n\nplot: {plot}"

@@ -1,0 +1,50 @@
+"""`evalkit sweep`: grid expansion, resume, the table and the PNG."""
+
+import pytest
+
+from evalkit.cli import main
+from evalkit.run import execute
+from evalkit.store import ResultStore
+from evalkit.sweep import expand
+
+pytest.importorskip("matplotlib")
+
+SWEEP = """
+out: {out}
+base:
+  suites: [fake, fake_fragile]
+  policy: scripted-reach
+  episodes_per_task: 2
+grid:
+  mode: [open_loop, "receding:1"]
+  policy_args.chunk_size: [1, 4]
+"""
+
+
+def test_grid_expands_to_named_runs_with_the_swept_settings(tmp_path):
+    out, points = expand({"out": str(tmp_path), "base": {"policy": "random", "policy_args": {"seed": 3}},
+                          "grid": {"mode": ["open_loop", "receding:2"], "policy_args.chunk_size": [1, 5]}})
+    assert [p.name for p in points] == ["mode=open_loop__policy_args.chunk_size=1", "mode=open_loop__policy_args.chunk_size=5",
+                                        "mode=receding-2__policy_args.chunk_size=1", "mode=receding-2__policy_args.chunk_size=5"]
+    assert points[3].config.mode == "receding:2" and points[3].config.policy_args == {"seed": 3, "chunk_size": 5}
+    assert points[3].config.out == str(tmp_path / points[3].name)
+    _, labelled = expand({"points": [{"label": "R_a", "policy_args": {"seed": 1}}, {"label": "R_g", "policy": "zero"}]})
+    assert [(p.label, p.config.policy) for p in labelled] == [("R_a", "oracle"), ("R_g", "zero")]
+    with pytest.raises(ValueError, match="exactly one of"):
+        expand({"grid": {}, "points": []})
+
+
+def test_sweep_resumes_and_writes_table_and_png(tmp_path, capsys):
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(SWEEP.format(out=tmp_path / "sweep"))
+    _, points = expand(__import__("yaml").safe_load(sweep_file.read_text()))
+    execute(points[0].config, progress=False)  # as if the sweep had been interrupted after one point
+    assert main(["sweep", str(sweep_file), "--no-progress"]) == 0
+    output = capsys.readouterr().out
+    sessions = ResultStore(points[0].config.out_dir(), readonly=True).sessions()
+    assert len(sessions) == 2  # the finished point was opened again but ran nothing
+    assert "| point | fake | fake_fragile |" in output
+    assert "mode=receding:1, policy_args.chunk_size=4 | 100.0 [" in output  # fake: solved at every point
+    png = (tmp_path / "sweep" / "sweep.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+    assert (tmp_path / "sweep" / "sweep.md").read_text().count("\n") == 2 + len(points)
