@@ -84,10 +84,12 @@ class OracleTuning:
 
 
 class OraclePolicy:
-    spec = PolicySpec(cameras=(), chunk_size=1, privileged=True, stateful=True)
+    def __init__(self, chunk_size: int = 1, **tuning):
+        """Keyword arguments override OracleTuning's fields (e.g. --policy-arg rim_radius=0.05).
 
-    def __init__(self, **tuning):
-        """Keyword arguments override OracleTuning's fields (e.g. --policy-arg rim_radius=0.05)."""
+        chunk_size > 1 repeats each decided action that many times, as a chunking policy
+        would commit to it: an ablation knob for execution modes, not a better oracle."""
+        self.spec = PolicySpec(cameras=(), chunk_size=int(chunk_size), privileged=True, stateful=True)
         known = {f.name: f.type for f in fields(OracleTuning)}
         unknown = sorted(set(tuning) - set(known))
         if unknown:
@@ -115,7 +117,9 @@ class OraclePolicy:
         action[3:6] = self.tuning.rot_gain * _rotvec(self._rot_error(p)) / ROT_SCALE
         action[6] = gripper
         action = np.clip(action, -1.0, 1.0)
-        self.grip_level = float(np.clip(self.grip_level + GRIP_LEVEL_STEP * np.sign(action[6]), -1.0, 1.0))
+        # A chunk commits the gripper command for all its steps (exact in open-loop mode).
+        level_change = GRIP_LEVEL_STEP * self.spec.chunk_size * np.sign(action[6])
+        self.grip_level = float(np.clip(self.grip_level + level_change, -1.0, 1.0))
         return action[None, :]
 
     def _rot_error(self, p: dict) -> np.ndarray:
@@ -147,6 +151,9 @@ class OraclePolicy:
     # -- the phase machine -------------------------------------------------
 
     def act(self, obs: Observation, instruction: str) -> np.ndarray:
+        return np.repeat(self._decide(obs), self.spec.chunk_size, axis=0)
+
+    def _decide(self, obs: Observation) -> np.ndarray:
         p = obs.privileged
         obj_name, target_name = _pick_and_place_names(p["goal"])
         obj = np.asarray(p["objects"][obj_name]["pos"])
@@ -182,7 +189,7 @@ class OraclePolicy:
         # From here on the bowl is in hand: steer the bowl, not the grip site.
         if self._dropped(eef, obj):
             self._set_phase("approach")  # slipped out: open to the pregrasp gap, retry
-            return self.act(obs, instruction)
+            return self._decide(obs)
 
         if self.phase == "lift":
             if obj[2] >= self.lift_z - 0.01:

@@ -104,3 +104,9 @@ def test_reset_clears_episode_state():
     policy.phase = "lower"
     policy.reset()
     assert policy.phase == "approach" and policy.target_rot is None and policy.grip_level == -1.0
+
+
+def test_chunked_oracle_repeats_its_decision():
+    policy = OraclePolicy(chunk_size="4")  # CLI arguments arrive as strings
+    chunk = policy.act(Observation(privileged=privileged([-0.5, 0.0, 1.1], NEAR_BOWL)), "pick up the bowl")
+    assert chunk.shape == (4, 7) and np.array_equal(chunk, np.repeat(chunk[:1], 4, axis=0))
