@@ -136,7 +136,9 @@ def plot_sweep(points: list[SweepPoint], rates: dict, path: Path) -> Path:
         for rest, values in series.items():
             xs, ys, lows, highs = zip(*values)
             ys = [100 * y for y in ys]
-            err = [[y - 100 * lo for y, lo in zip(ys, lows)], [100 * hi - y for y, hi in zip(ys, highs)]]
+            # clipped at 0: at 0% or 100% the Wilson bound equals the rate up to rounding
+            err = [[max(0.0, y - 100 * lo) for y, lo in zip(ys, lows)],
+                   [max(0.0, 100 * hi - y) for y, hi in zip(ys, highs)]]
             ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=f"{suite}" + (f" ({rest})" if rest else ""))
     ax.set_xticks(range(len(x_labels)), x_labels, rotation=20)
     ax.set_xlabel(first or "point")

@@ -48,3 +48,11 @@ def test_sweep_resumes_and_writes_table_and_png(tmp_path, capsys):
     png = (tmp_path / "sweep" / "sweep.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
     assert (tmp_path / "sweep" / "sweep.md").read_text().count("\n") == 2 + len(points)
+
+
+def test_plot_tolerates_wilson_bounds_rounding_past_the_rate(tmp_path):
+    from evalkit.sweep import plot_sweep
+
+    _, points = expand({"grid": {"mode": ["open_loop", "receding:1"]}})
+    rates = {"fake": {points[0].name: (0.0, 1e-17, 0.28, 10), points[1].name: (1.0, 0.72, 1.0 - 1e-16, 10)}}
+    assert plot_sweep(points, rates, tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
