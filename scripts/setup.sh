@@ -21,14 +21,19 @@ fi
 
 PY="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || { say "creating .venv"; "$PY" -m venv .venv; }
-PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
+# This machine's pip configuration names local index folders that may not exist; pip warns about
+# each one on every install. Drop those lines only (pip's own exit status still counts: pipefail).
+pip_install() {
+  .venv/bin/python -m pip install -q --disable-pip-version-check "$@" 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+}
 
 # torch first, pinned: any other spec may pull gigabytes of CUDA packages.
 .venv/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null \
-  || { say "installing torch==2.13.0"; "${PIP[@]}" torch==2.13.0; }
+  || { say "installing torch==2.13.0"; pip_install torch==2.13.0; }
 say "installing evalkit[libero,video,nora,dev]"
-"${PIP[@]}" -e ".[libero,video,nora,dev]"
+pip_install -e ".[libero,video,nora,dev]"
 # hf-libero, robosuite and bddl without their declared training dependencies.
-"${PIP[@]}" --no-deps hf-libero==0.1.4 robosuite==1.4.0 bddl==1.0.1
+pip_install --no-deps hf-libero==0.1.4 robosuite==1.4.0 bddl==1.0.1
 .venv/bin/python -c 'import torch; assert torch.__version__.startswith("2.13.0"), torch.__version__'
 say "ready: $(.venv/bin/evalkit --help >/dev/null && echo 'evalkit installed in .venv')"
