@@ -76,11 +76,8 @@ def load_run(run) -> tuple[dict, dict[str, EpisodeResult]]:
     if Path(run).is_file():
         meta, results = read_export(run)
         return meta.get("semantics") or {}, {r.key: r for r in results}
-    store = ResultStore(run, readonly=True)
-    try:
+    with ResultStore(run, readonly=True) as store:
         return store.meta("semantics", {}), {r.key: r for r in store.results()}
-    finally:
-        store.close()
 
 
 def pair_runs(baseline_dir, candidate_dir) -> list[tuple[EpisodeResult, EpisodeResult]]:

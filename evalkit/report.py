@@ -132,11 +132,10 @@ def report_runs(run_dirs: Sequence, fmt: str = "markdown") -> str:
 
     results, families, notes = [], {}, []
     for run_dir in run_dirs:
-        store = ResultStore(run_dir, readonly=True)
-        results.extend(store.results())
-        families.update({name: info["family"] for name, info in store.meta("suites", {}).items()})
-        notes.append(describe_stored_run(run_dir, store))
-        store.close()
+        with ResultStore(run_dir, readonly=True) as store:
+            results.extend(store.results())
+            families.update({name: info["family"] for name, info in store.meta("suites", {}).items()})
+            notes.append(describe_stored_run(run_dir, store))
     return full_report(results, families, fmt, notes=[] if fmt == "csv" else notes)
 
 

@@ -121,6 +121,12 @@ class ResultStore:
     def close(self) -> None:
         self.db.close()
 
+    def __enter__(self) -> "ResultStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def _to_result(row: dict) -> EpisodeResult:
     row["success"] = bool(row["success"])
@@ -130,13 +136,10 @@ def _to_result(row: dict) -> EpisodeResult:
 def export_run(run_dir: str | Path, out: str | Path) -> int:
     """Write a run as JSON lines (a meta line, then one line per episode): small enough to
     commit as a baseline, unlike the SQLite store. Returns the number of episodes."""
-    store = ResultStore(run_dir, readonly=True)
-    try:
+    with ResultStore(run_dir, readonly=True) as store:
         results = store.results()
         meta = {"schema_version": SCHEMA_VERSION, "identity": store.meta("identity"),
                 "semantics": store.meta("semantics"), "suites": store.meta("suites")}
-    finally:
-        store.close()
     lines = [json.dumps({"meta": meta}, sort_keys=True)]
     lines += [json.dumps({name: getattr(r, name) for name in ("key", *_COLUMNS)}, sort_keys=True) for r in results]
     Path(out).write_text("\n".join(lines) + "\n")

@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from evalkit.report import render, wilson_interval
+from evalkit.report import render, tally_by, wilson_interval
 from evalkit.run import RunConfig, execute
 from evalkit.store import ResultStore
 
@@ -93,17 +93,13 @@ def run_sweep(points: list[SweepPoint], progress: bool = True) -> None:
 
 
 def sweep_table(points: list[SweepPoint]) -> tuple[list[str], list[list[str]], dict]:
-    """Rows per point, a column per suite; also {suite: [(point, rate, low, high)]} for the plot."""
+    """Rows per point, a column per suite; also {suite: {point name: (rate, low, high, n)}} for the plot."""
     rates: dict[str, dict[str, tuple]] = {}
     for point in points:
-        store = ResultStore(point.config.out_dir(), readonly=True)
-        results = store.results()
-        store.close()
-        for suite in sorted({r.suite for r in results}):
-            episodes = [r for r in results if r.suite == suite]
-            wins = sum(r.success for r in episodes)
-            rates.setdefault(suite, {})[point.name] = (wins / len(episodes), *wilson_interval(wins, len(episodes)),
-                                                       len(episodes))
+        with ResultStore(point.config.out_dir(), readonly=True) as store:
+            results = store.results()
+        for suite, tally in tally_by(results, lambda r: r.suite).items():
+            rates.setdefault(suite, {})[point.name] = (tally.rate, *wilson_interval(tally.successes, tally.n), tally.n)
     suites = sorted(rates)
     rows = []
     for point in points:

@@ -44,10 +44,8 @@ def stored(out: Path) -> int:
 
 
 def outcomes(out: Path) -> list[tuple]:
-    store = ResultStore(out, readonly=True)
-    rows = sorted((r.key, r.success, r.termination, r.steps, r.queries) for r in store.results())
-    store.close()
-    return rows
+    with ResultStore(out, readonly=True) as store:
+        return sorted((r.key, r.success, r.termination, r.steps, r.queries) for r in store.results())
 
 
 def timed(cmd: list[str]) -> float:

@@ -111,10 +111,8 @@ def test_an_episode_is_the_same_whatever_ran_before_it(spatial):
 def _outcomes(run_dir):
     from evalkit.store import ResultStore
 
-    store = ResultStore(run_dir, readonly=True)
-    rows = sorted((r.key, r.success, r.termination, r.steps) for r in store.results())
-    store.close()
-    return rows
+    with ResultStore(run_dir, readonly=True) as store:
+        return sorted((r.key, r.success, r.termination, r.steps) for r in store.results())
 
 
 def _oracle_run(tmp_path, name, workers, tasks, per_task):

@@ -19,10 +19,8 @@ from policies.basic import ReachPolicy
 
 
 def outcomes(run_dir):
-    store = ResultStore(run_dir, readonly=True)
-    rows = [(r.key, r.success, r.termination, r.steps, r.queries) for r in store.results()]
-    store.close()
-    return sorted(rows)
+    with ResultStore(run_dir, readonly=True) as store:
+        return sorted((r.key, r.success, r.termination, r.steps, r.queries) for r in store.results())
 
 
 def config(tmp_path, name="run", **kw):
