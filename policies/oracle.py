@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from evalkit.conventions import matrix_to_axis_angle
 from evalkit.types import Observation, PolicySpec
 
 POS_SCALE = 0.05  # metres per unit of action[0:3] (OSC_POSE output_max)
@@ -40,16 +41,6 @@ TURNED_ROT = np.array([[-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, -1.0]])
 # in [-1, 1] (open..closed), 0.25 per env step (0.01 per sim substep, 25
 # substeps). The policy mirrors that level to hold the fingers part-closed.
 GRIP_LEVEL_STEP = 0.25
-
-
-def _rotvec(rot: np.ndarray) -> np.ndarray:
-    """Axis-angle vector of a rotation matrix (angles well below pi suffice here)."""
-    cos = np.clip((np.trace(rot) - 1.0) / 2.0, -1.0, 1.0)
-    angle = np.arccos(cos)
-    if angle < 1e-6:
-        return np.zeros(3)
-    axis = np.array([rot[2, 1] - rot[1, 2], rot[0, 2] - rot[2, 0], rot[1, 0] - rot[0, 1]])
-    return axis * angle / (2.0 * np.sin(angle))
 
 
 def _pick_and_place_names(goal: list) -> tuple[str, str]:
@@ -114,7 +105,7 @@ class OraclePolicy:
         """Proportional move of the grip site toward eef_target, orientation held."""
         action = np.zeros(7)
         action[0:3] = self.tuning.pos_gain * (eef_target - p["eef_pos"]) / POS_SCALE
-        action[3:6] = self.tuning.rot_gain * _rotvec(self._rot_error(p)) / ROT_SCALE
+        action[3:6] = self.tuning.rot_gain * matrix_to_axis_angle(self._rot_error(p)) / ROT_SCALE
         action[6] = gripper
         action = np.clip(action, -1.0, 1.0)
         # A chunk commits the gripper command for all its steps (exact in open-loop mode).
@@ -167,7 +158,7 @@ class OraclePolicy:
         if self.phase == "approach":
             # Hover above the grasp point (so the fingers clear the rim) and turn.
             hover = grasp + np.array([0.0, 0.0, self.tuning.hover_height])
-            turned = np.linalg.norm(_rotvec(self._rot_error(p))) < 0.1
+            turned = np.linalg.norm(matrix_to_axis_angle(self._rot_error(p))) < 0.1
             if turned and np.linalg.norm((hover - eef)[:2]) < 0.01:
                 self._set_phase("descend")
             else:

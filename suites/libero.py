@@ -21,6 +21,7 @@ from typing import Optional
 
 import numpy as np
 
+from evalkit.conventions import flip_image
 from evalkit.suite import EnvOptions, Suite, TaskInfo
 from evalkit.types import EpisodeSpec, Observation
 
@@ -158,7 +159,7 @@ class LiberoEnv:
         raw = self._obs
         images = {}
         if self._rendered:
-            images = {cam: np.ascontiguousarray(raw[CAMERA_KEYS[cam]][::-1, ::-1]) for cam in self.options.cameras}
+            images = {cam: flip_image(raw[CAMERA_KEYS[cam]]) for cam in self.options.cameras}
         state = {
             "eef_pos": np.asarray(raw["robot0_eef_pos"]),
             "eef_quat": np.asarray(raw["robot0_eef_quat"]),
@@ -173,7 +174,7 @@ class LiberoEnv:
         return Observation(images=images, state=state, privileged=privileged)
 
     def frame(self) -> np.ndarray:
-        return np.ascontiguousarray(self._obs[CAMERA_KEYS[VIDEO_CAMERA]][::-1, ::-1])
+        return flip_image(self._obs[CAMERA_KEYS[VIDEO_CAMERA]])
 
     def close(self) -> None:
         if self.env is not None:
