@@ -98,3 +98,52 @@ def resize_image(image: np.ndarray, size: int, method: str = "lanczos") -> np.nd
     if method not in methods:
         raise ValueError(f"unknown resize method {method!r}; use one of {sorted(methods)}")
     return np.asarray(Image.fromarray(np.asarray(image, dtype=np.uint8)).resize((size, size), methods[method]))
+
+
+# -- per-suite postprocessing of model actions ----------------------------------------------
+
+ROBOTS = ("generic", "libero", "widowx", "google_robot")
+CONVENTIONS = ("native", "rlds")
+
+
+class Postprocessor:
+    """Maps each executed action from a policy's convention into its suite's robot's.
+
+    Policies declare `PolicySpec.action_convention`:
+      native: actions are already in the suite's own space (scripted, replay, random);
+      rlds:   model actions as in the Open-X/LIBERO RLDS training data: xyz delta, rotation
+              delta (the data's own for LIBERO; roll/pitch/yaw for Bridge/Google), gripper
+              in [0, 1] with 1 = open.
+    Suites declare their robot. One instance per episode (the sticky gripper has state).
+    """
+
+    def __init__(self, robot: str, convention: str, sticky_repeats: int = 15):
+        if robot not in ROBOTS:
+            raise ValueError(f"unknown robot {robot!r}; known: {', '.join(ROBOTS)}")
+        if convention not in CONVENTIONS:
+            raise ValueError(f"unknown action convention {convention!r}; known: {', '.join(CONVENTIONS)}")
+        self.robot, self.convention = robot, convention
+        self.sticky = StickyGripper(sticky_repeats) if robot == "google_robot" else None
+
+    @property
+    def name(self) -> str:
+        if self.convention == "native" or self.robot == "generic":
+            return "identity"
+        return {"libero": "libero_gripper", "widowx": "euler_to_axis_angle+widowx_gripper",
+                "google_robot": f"euler_to_axis_angle+sticky_gripper({self.sticky.repeats if self.sticky else 0})"
+                }[self.robot]
+
+    def reset(self) -> None:
+        if self.sticky is not None:
+            self.sticky.reset()
+
+    def __call__(self, action: np.ndarray) -> np.ndarray:
+        if self.name == "identity":
+            return action
+        out = np.array(action, dtype=np.float64, copy=True)
+        if self.robot == "libero":  # LIBERO data already holds the controller's rotation delta
+            out[6] = libero_gripper(out[6])
+            return out
+        out[3:6] = euler_to_axis_angle(*out[3:6])
+        out[6] = widowx_gripper(out[6]) if self.robot == "widowx" else self.sticky(out[6])
+        return out

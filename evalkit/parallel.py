@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Callable, Optional
 
+from evalkit.conventions import Postprocessor
 from evalkit.execution import wrap
 from evalkit.policy import act_batch
 from evalkit.protocol import Protocol
@@ -58,6 +59,11 @@ class WorkerConfig:
     video_dir: Optional[str] = None
 
 
+def postprocessor_for(suite, spec: PolicySpec) -> Postprocessor:
+    """The action postprocessor for a policy's convention on a suite's robot."""
+    return Postprocessor(suite.robot, spec.action_convention)
+
+
 def episode_error(episode: EpisodeSpec, message: str) -> EpisodeResult:
     """A result for an episode that could not run at all (env build failed, worker died)."""
     return EpisodeResult(episode.suite, episode.task_id, episode.task_name, episode.init_index, episode.seed,
@@ -78,7 +84,8 @@ class EpisodeWorker:
         except Exception:
             return episode_error(episode, "could not build the env:\n" + traceback.format_exc())
         video = self.config.video_dir is not None
-        result, frames = run_episode(env, self.policy, episode, self.config.protocol, video)
+        post = postprocessor_for(self.config.suites[episode.suite], self.config.spec)
+        result, frames = run_episode(env, self.policy, episode, self.config.protocol, video, post)
         if frames:
             from evalkit.video import save_episode_video
 

@@ -146,4 +146,9 @@ def describe_stored_run(run_dir, store) -> str:
     return (f"{run_dir}: policy {identity.get('policy')}{args}, mode {semantics.get('execution_mode')}, "
             f"protocol {proto.get('name')} (wait {proto.get('wait_steps')}, budget "
             f"{proto.get('budget') or 'suite limit'} {proto.get('budget_unit')}, "
-            f"success at {proto.get('success_rule')} step)")
+            f"success at {proto.get('success_rule')} step)" + _postprocess_note(semantics))
+
+
+def _postprocess_note(semantics: dict) -> str:
+    applied = {suite: name for suite, name in semantics.get("action_postprocess", {}).items() if name != "identity"}
+    return "; actions postprocessed: " + ", ".join(f"{s} {n}" for s, n in applied.items()) if applied else ""

@@ -13,7 +13,7 @@ from typing import Optional
 
 from evalkit import registry
 from evalkit.execution import parse_mode
-from evalkit.parallel import EpisodeWorker, ParallelRunner, WorkerConfig
+from evalkit.parallel import EpisodeWorker, ParallelRunner, WorkerConfig, postprocessor_for
 from evalkit.protocol import Protocol
 from evalkit.runner import describe_run
 from evalkit.store import ResultStore
@@ -137,8 +137,9 @@ def _open_store(out: Path, config: RunConfig, protocol: Protocol, suites, policy
     """Bind the run directory to this run's identity and record how the run was made."""
     store = ResultStore(out)
     store.claim(config.identity())
-    store.set_meta("semantics", describe_run(protocol, config.mode))
-    store.set_meta("suites", {s.name: {"family": s.family, "max_steps": s.max_steps, **s.info} for s in suites})
+    postprocess = {s.name: postprocessor_for(s, policy.spec).name for s in suites}
+    store.set_meta("semantics", describe_run(protocol, config.mode, postprocess))
+    store.set_meta("suites", {s.name: {"family": s.family, "max_steps": s.max_steps, "robot": s.robot, **s.info} for s in suites})
     store.set_meta("policy_spec", dataclasses.asdict(policy.spec))
     store.start_session(provenance(config))
     return store

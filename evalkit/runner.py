@@ -9,8 +9,11 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import dataclass, field
+from typing import Optional
+
 import numpy as np
 
+from evalkit.conventions import Postprocessor
 from evalkit.execution import ChunkedPolicy
 from evalkit.protocol import Protocol
 from evalkit.suite import SuiteEnv
@@ -38,14 +41,20 @@ def run_episode(
     episode: EpisodeSpec,
     protocol: Protocol,
     video: bool = False,
+    postprocess: Optional[Postprocessor] = None,
 ) -> tuple[EpisodeResult, list]:
-    """Run one episode; never raises. Returns the result and the video frames (if any)."""
+    """Run one episode; never raises. Returns the result and the video frames (if any).
+
+    `postprocess` maps each executed action into the suite's robot convention (identity if None).
+    """
     start = time.perf_counter()
     tally = _Tally()
     error = ""
     try:
         policy.reset()
-        termination = _play(env, policy, episode, protocol, tally, video)
+        if postprocess is not None:
+            postprocess.reset()
+        termination = _play(env, policy, episode, protocol, tally, video, postprocess or (lambda a: a))
     except InvalidAction as exc:
         termination, error = "invalid_action", str(exc)
     except Exception:  # a fault in the policy or env ends this episode only
@@ -67,7 +76,8 @@ def run_episode(
     return result, tally.frames
 
 
-def _play(env, policy: ChunkedPolicy, episode: EpisodeSpec, protocol: Protocol, tally: _Tally, video: bool) -> str:
+def _play(env, policy: ChunkedPolicy, episode: EpisodeSpec, protocol: Protocol, tally: _Tally, video: bool,
+          postprocess) -> str:
     budget = protocol.budget_for(episode.max_steps)
     count_queries = protocol.budget_unit == "queries"
     _settle(env, episode, protocol.wait_steps, tally, video)
@@ -76,7 +86,7 @@ def _play(env, policy: ChunkedPolicy, episode: EpisodeSpec, protocol: Protocol, 
             if count_queries and tally.queries >= budget:
                 return "success" if tally.success else "budget"
             _query(env, policy, episode, tally)
-        action = policy.pop_action()
+        action = postprocess(policy.pop_action())
         # Render the next frame only if a next query will read it.
         budget_left = tally.queries < budget if count_queries else tally.steps + 1 < budget
         tally.success = env.step(action, render=(policy.needs_query and budget_left) or video)
@@ -111,11 +121,15 @@ def _query(env, policy: ChunkedPolicy, episode: EpisodeSpec, tally: _Tally) -> N
     policy.add_chunk(chunk)
 
 
-def describe_run(protocol: Protocol, mode: str) -> dict:
-    """The semantics a run's numbers depend on, recorded with its results."""
+def describe_run(protocol: Protocol, mode: str, postprocess: Optional[dict] = None) -> dict:
+    """The semantics a run's numbers depend on, recorded with its results.
+
+    postprocess: suite name -> the action postprocessor applied there (e.g. "libero_gripper").
+    """
     return {
         "protocol": protocol.to_dict(),
         "execution_mode": mode,
+        "action_postprocess": postprocess or {},
         "wait_action": WAIT_ACTION.tolist(),
         "budget_note": "wait steps are outside the budget; steps count env steps after them",
     }

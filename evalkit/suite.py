@@ -67,6 +67,7 @@ class Suite:
     tasks: Sequence[TaskInfo]
     env_factory: Any  # callable(suite_name, EnvOptions) -> SuiteEnv, imported lazily in the worker
     info: dict = field(default_factory=dict)  # recorded with the results (assets, deviations)
+    robot: str = "generic"  # picks the action postprocessor (evalkit.conventions.Postprocessor)
 
     def episodes(
         self, task_ids: Optional[Sequence[int]] = None, episodes_per_task: Optional[int] = None, seed: int = 0

@@ -51,6 +51,10 @@ class PolicySpec:
     # True when act() depends on earlier calls of the same episode (scripted or
     # replayed policies). Such policies get one instance per concurrent episode.
     stateful: bool = False
+    # "native": actions in the suite's own space; "rlds": model actions (gripper in [0, 1],
+    # 1 = open; Bridge/Google rotations as roll/pitch/yaw), mapped per suite by
+    # evalkit.conventions.Postprocessor as they are executed.
+    action_convention: str = "native"
 
 
 @dataclass(frozen=True)

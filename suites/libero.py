@@ -45,7 +45,7 @@ def libero_suite(name: str) -> Suite:
     tasks = [TaskInfo(i, benchmark.get_task(i).name, benchmark.get_task(i).language)
              for i in range(benchmark.get_num_tasks())]
     max_steps, family = LIBERO_SUITES[name]
-    return Suite(name=name, max_steps=max_steps, episodes_per_task=INIT_STATES_PER_TASK, family=family,
+    return Suite(name=name, robot="libero", max_steps=max_steps, episodes_per_task=INIT_STATES_PER_TASK, family=family,
                  tasks=tasks, env_factory=LiberoEnv, info={"simulator": "LIBERO (robosuite 1.4, MuJoCo)"})
 
 

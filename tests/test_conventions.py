@@ -49,3 +49,47 @@ def test_flip_and_resize():
         assert out.shape == (224, 224, 3) and (out == 77).all()
     with pytest.raises(ValueError, match="lanczos"):
         resize_image(grey, 224, "nearest-ish")
+
+
+# -- the per-suite postprocessor ------------------------------------------------------------
+
+from evalkit.conventions import Postprocessor  # noqa: E402
+
+
+def test_native_actions_pass_through_unchanged():
+    action = np.array([0.1, -0.2, 0.3, 0.01, 0.02, 0.03, 0.7])
+    post = Postprocessor("libero", "native")
+    assert post.name == "identity"
+    assert post(action) is action
+
+
+def test_rlds_actions_on_libero_map_only_the_gripper():
+    post = Postprocessor("libero", "rlds")
+    out = post(np.array([0.1, -0.2, 0.3, 0.01, 0.02, 0.03, 0.9]))  # 0.9 = open
+    assert np.allclose(out[:6], [0.1, -0.2, 0.3, 0.01, 0.02, 0.03])
+    assert out[6] == -1.0  # LIBERO: -1 opens
+    assert post(np.array([0, 0, 0, 0, 0, 0, 0.2]))[6] == 1.0
+
+
+def test_rlds_actions_on_widowx_convert_euler_and_binarize():
+    post = Postprocessor("widowx", "rlds")
+    out = post(np.array([0, 0, 0, 0.0, 0.0, 0.3, 0.8]))  # pure yaw of 0.3 rad
+    assert np.allclose(out[3:6], [0, 0, 0.3])
+    assert out[6] == 1.0
+    assert post(np.array([0, 0, 0, 0.0, 0.0, 0.0, 0.3]))[6] == -1.0
+
+
+def test_rlds_actions_on_google_robot_use_a_sticky_gripper_reset_per_episode():
+    post = Postprocessor("google_robot", "rlds", sticky_repeats=3)
+    grips = [post(np.array([0, 0, 0, 0, 0, 0, g]))[6] for g in (1.0, 0.0, 0.0, 0.0, 0.0)]
+    # open -> close: relative +1 held for 3 steps, then released
+    assert grips == [0.0, 1.0, 1.0, 1.0, 0.0]
+    post.reset()
+    assert post(np.array([0, 0, 0, 0, 0, 0, 0.0]))[6] == 0.0  # no previous value after reset
+
+
+def test_unknown_robot_or_convention_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown robot 'ur5'"):
+        Postprocessor("ur5", "rlds")
+    with pytest.raises(ValueError, match="unknown action convention 'raw'"):
+        Postprocessor("libero", "raw")

@@ -106,3 +106,23 @@ def test_policy_sees_flipped_state_and_step_index():
 
     play(Spy(chunk_size=4), OPENVLA.with_overrides(budget=8))
     assert seen == [(EPISODE.key, 0, EPISODE.instruction), (EPISODE.key, 4, EPISODE.instruction)]
+
+
+def test_executed_actions_go_through_the_suite_postprocessor():
+    from evalkit.conventions import Postprocessor
+
+    class RecordingEnv(FakeEnv):
+        def step(self, action, render):
+            self.sent.append(np.array(action))
+            return super().step(action, render)
+
+    env = RecordingEnv("fake", EnvOptions())
+    env.sent = []
+    policy = ZeroPolicy(chunk_size=2)
+    chunk = np.zeros((2, 7))
+    chunk[:, 6] = [0.9, 0.1]  # model convention: 0.9 open, 0.1 closed
+    policy.act = lambda obs, text: chunk
+    run_episode(env, wrap(policy, "open_loop"), EPISODE, OPENVLA.with_overrides(budget=4), False,
+                Postprocessor("libero", "rlds"))
+    executed = [a[6] for a in env.sent[OPENVLA.wait_steps:]]
+    assert executed == [-1.0, 1.0, -1.0, 1.0]  # LIBERO: -1 open, +1 close
