@@ -15,7 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (registry.UnknownNameError, ValueError, FileNotFoundError, TypeError, RuntimeError) as exc:
+    except (registry.UnknownNameError, ValueError, FileNotFoundError, TypeError, RuntimeError,
+            ConnectionError) as exc:
         print(f"evalkit: error: {exc}", file=sys.stderr)
         return 2
 
@@ -31,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--policy-arg", dest="policy_args", action="append", metavar="KEY=VALUE",
                      help="policy argument, repeatable (e.g. checkpoint=PATH)")
     run.add_argument("--mode", help="chunk execution: open_loop | receding:K | ensemble:TEMP")
-    run.add_argument("--preset", help="protocol preset: " + ", ".join(registry.names("preset")))
+    run.add_argument("--preset", help="protocol preset (default: the suite's own): " + ", ".join(registry.names("preset")))
     run.add_argument("--max-steps", type=int, help="override the budget (env steps or queries, per the preset)")
     run.add_argument("--budget-unit", choices=["env_steps", "queries"], help="override what the budget counts")
     run.add_argument("--success-rule", choices=["first", "last"], help="override: end at first success / judge last step")
@@ -52,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="success-rate tables of one or more run directories")
     report.add_argument("run_dirs", nargs="+")
     report.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex"])
+    report.add_argument("--sim2real", metavar="ALIAS,...",
+                        help="SimplerEnv: the reference checkpoint each run directory stands for, in order "
+                             "(rt-2-x, rt-1-converged, rt-1-15pct, rt-1-x, rt-1-begin, octo-base, octo-small); "
+                             "adds MMRV and Pearson r against their real-robot success rates")
     report.set_defaults(handler=_cmd_report)
 
     sweep = sub.add_parser("sweep", help="run a grid or list of runs (resumable); table and PNG per sweep")
@@ -74,6 +79,44 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir")
     export.add_argument("out")
     export.set_defaults(handler=_cmd_export)
+
+    serve = sub.add_parser("serve", help="serve a policy over openpi's websocket wire format (see evalkit/serve.py)")
+    serve.add_argument("--policy", required=True, help="policy name (as for run)")
+    serve.add_argument("--policy-arg", dest="policy_args", action="append", default=[], metavar="KEY=VALUE",
+                       help="policy argument, repeatable")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: all interfaces)")
+    serve.add_argument("--port", type=int, default=8000, help="port (0: any free one, printed at start)")
+    serve.add_argument("--max-batch", type=int, default=8, help="most queries answered by one act_batch call (1: off)")
+    serve.add_argument("--max-wait-ms", type=float, default=2.0,
+                       help="how long the first query of a batch waits for others to join it")
+    serve.set_defaults(handler=_cmd_serve)
+
+    pairs = sub.add_parser("pairs", help="NORA-1.5 preference pairs: score K candidate chunks per state, export parquet")
+    source = pairs.add_mutually_exclusive_group(required=True)
+    source.add_argument("--dataset", action="append", metavar="FILE.npz",
+                        help="episode file (format: evalkit/pairs.py), repeatable")
+    source.add_argument("--rollout", metavar="SUITE", help="record one episode of this suite and score its states")
+    pairs.add_argument("--policy", required=True, help="policy sampling the candidates")
+    pairs.add_argument("--policy-arg", dest="policy_args", action="append", default=[], metavar="KEY=VALUE")
+    pairs.add_argument("--rollout-policy", help="policy that plays the rollout (default: --policy)")
+    pairs.add_argument("--rollout-policy-arg", dest="rollout_policy_args", action="append", default=[],
+                       metavar="KEY=VALUE")
+    pairs.add_argument("--task", type=int, default=0, help="rollout task id")
+    pairs.add_argument("--init", type=int, default=0, help="rollout init state")
+    pairs.add_argument("--save-episode", metavar="FILE.npz", help="also keep the recorded rollout as an episode file")
+    pairs.add_argument("--world-model", help="for R_g variants: " + ", ".join(registry.names("world_model")))
+    pairs.add_argument("--world-model-arg", dest="world_model_args", action="append", default=[], metavar="KEY=VALUE",
+                       help="e.g. checkpoint=vjepa2-ac-vitg.pt repo=PATH predictor=FILE")
+    pairs.add_argument("--variant", default="R_tot", help="R_a | R_g_end | R_g_sub | R_tot | R_tot_sub")
+    pairs.add_argument("--k", type=int, default=8, help="candidate chunks per state")
+    pairs.add_argument("--stride", type=int, default=1, help="score every STRIDE-th state")
+    pairs.add_argument("--subgoal-offset", type=int, help="sub-goal frame t+N (default N = chunk length)")
+    pairs.add_argument("--action-weight", type=float, default=0.5, help="w in R_tot = R_g + w R_a")
+    pairs.add_argument("--min-margin", type=float, default=0.0, help="skip pairs whose rewards differ by less")
+    pairs.add_argument("--max-pairs-per-state", type=int)
+    pairs.add_argument("--out", required=True, help="parquet file to write")
+    pairs.add_argument("--no-progress", action="store_true")
+    pairs.set_defaults(handler=_cmd_pairs)
 
     lister = sub.add_parser("list", help="registered suites, policies and protocol presets")
     lister.set_defaults(handler=_cmd_list)
@@ -130,7 +173,8 @@ def _cmd_run(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    print(report_runs(args.run_dirs, args.format))
+    sim2real = [a.strip() for a in args.sim2real.split(",") if a.strip()] if args.sim2real else []
+    print(report_runs(args.run_dirs, args.format, sim2real=sim2real))
     return 0
 
 
@@ -161,8 +205,37 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _cmd_serve(args) -> int:
+    from evalkit.serve import serve_policy
+
+    serve_policy(args.policy, _parse_key_values(args.policy_args), args.host, args.port, args.max_batch,
+                 args.max_wait_ms)
+    return 0
+
+
+def _cmd_pairs(args) -> int:
+    from evalkit.pairs import PairSettings, load_episode, make_world_model, record_rollout, save_episode, write_pairs
+
+    settings = PairSettings(args.variant, args.k, args.stride, args.subgoal_offset, args.action_weight,
+                            args.min_margin, args.max_pairs_per_state)
+    policy = registry.make_policy(args.policy, _parse_key_values(args.policy_args))
+    if args.rollout:
+        player = (registry.make_policy(args.rollout_policy, _parse_key_values(args.rollout_policy_args))
+                  if args.rollout_policy else policy)
+        episodes = [record_rollout(args.rollout, player, args.task, args.init)]
+        if args.save_episode:  # then the rows' observation_ref points into that file
+            episodes[0].source = str(save_episode(episodes[0], args.save_episode))
+    else:
+        episodes = [load_episode(path) for path in args.dataset]
+    world = make_world_model(args.world_model, _parse_key_values(args.world_model_args)) if args.world_model else None
+    count = write_pairs(policy, episodes, settings, args.out, world, progress=not args.no_progress)
+    print(f"wrote {count} preference pairs ({settings.variant}, k={settings.k}) to {args.out}")
+    return 0
+
+
 def _cmd_list(args) -> int:
-    for kind, title in (("suite", "suites"), ("policy", "policies"), ("preset", "protocol presets")):
+    for kind, title in (("suite", "suites"), ("policy", "policies"), ("preset", "protocol presets"),
+                        ("world_model", "world models (evalkit pairs)")):
         print(f"{title}:")
         for name in registry.names(kind):
             print(f"  {name:18s} {registry.target(kind, name)}")

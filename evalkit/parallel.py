@@ -86,6 +86,8 @@ class EpisodeWorker:
         video = self.config.video_dir is not None
         post = postprocessor_for(self.config.suites[episode.suite], self.config.spec)
         result, frames = run_episode(env, self.policy, episode, self.config.protocol, video, post)
+        if hasattr(env, "episode_stats") and result.termination in ("success", "budget"):
+            result.stats = env.episode_stats()  # suite-specific (SimplerEnv Bridge: partial success)
         if frames:
             from evalkit.video import save_episode_video
 

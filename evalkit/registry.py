@@ -17,6 +17,14 @@ REGISTRY: dict[str, dict[str, str]] = {
         "replay": "policies.basic:ReplayPolicy",
         "oracle": "policies.oracle:OraclePolicy",
         "scripted-reach": "policies.basic:ReachPolicy",
+        "nora": "policies.nora:NoraPolicy",
+        "nora-long": "policies.nora:NoraLongPolicy",
+        "nora-1.5": "policies.nora15:Nora15Policy",
+        "remote": "policies.remote:RemotePolicy",  # a policy behind `evalkit serve`
+        "openvla": "policies.openvla:OpenVLAPolicy",
+        "spatialvla": "policies.spatialvla:SpatialVLAPolicy",
+        "pi0": "policies.pi0:OpenPIPolicy",  # pi0 behind an openpi policy server
+        "pi0-lerobot": "policies.pi0:LeRobotPI0Policy",
     },
     "suite": {
         # a suite target is a factory called with the suite's name
@@ -26,11 +34,36 @@ REGISTRY: dict[str, dict[str, str]] = {
         "libero_10": "suites.libero:libero_suite",
         "libero_90": "suites.libero:libero_suite",
         "fake": "suites.fake:fake_suite",
+        # SimplerEnv (suites/simpler.py); *_rasterized: drawers without ray tracing (a recorded deviation)
+        "simpler_google_vm": "suites.simpler:simpler_suite",
+        "simpler_google_va": "suites.simpler:simpler_suite",
+        "simpler_coke_can_vm": "suites.simpler:simpler_suite",
+        "simpler_coke_can_va": "suites.simpler:simpler_suite",
+        "simpler_move_near_vm": "suites.simpler:simpler_suite",
+        "simpler_move_near_va": "suites.simpler:simpler_suite",
+        "simpler_drawer_vm": "suites.simpler:simpler_suite",
+        "simpler_drawer_va": "suites.simpler:simpler_suite",
+        "simpler_bridge": "suites.simpler:simpler_suite",
+        "simpler_spoon_on_towel": "suites.simpler:simpler_suite",
+        "simpler_carrot_on_plate": "suites.simpler:simpler_suite",
+        "simpler_stack_cube": "suites.simpler:simpler_suite",
+        "simpler_eggplant_in_basket": "suites.simpler:simpler_suite",
+        "simpler_google_vm_rasterized": "suites.simpler:simpler_suite",
+        "simpler_google_va_rasterized": "suites.simpler:simpler_suite",
+        "simpler_drawer_vm_rasterized": "suites.simpler:simpler_suite",
+        "simpler_drawer_va_rasterized": "suites.simpler:simpler_suite",
         "fake_fragile": "suites.fake:fake_suite",
     },
     "preset": {
         "openvla": "evalkit.protocol:OPENVLA",
         "nora": "evalkit.protocol:NORA",
+        "simpler": "evalkit.protocol:SIMPLER",
+        "simpler_any_step": "evalkit.protocol:SIMPLER_ANY_STEP",
+    },
+    "world_model": {
+        # for the NORA-1.5 goal reward (evalkit.rewards, `evalkit pairs`)
+        "tiny": "evalkit.rewards:TinyWorldModel",
+        "vjepa2-ac": "evalkit.world_models:load_vjepa2_ac",
     },
 }
 

@@ -11,6 +11,7 @@ import io
 import math
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Sequence
 
 from evalkit.types import EpisodeResult
@@ -112,12 +113,13 @@ def render(headers: Sequence[str], rows: Sequence[Sequence[str]], fmt: str = "ma
 
 
 def full_report(results: Sequence[EpisodeResult], families: dict[str, str], fmt: str = "markdown",
-                notes: Sequence[str] = ()) -> str:
+                notes: Sequence[str] = (), extra_sections: Sequence = ()) -> str:
     if not results:
         return "no finished episodes yet"
     sections = [("Per task", task_table(results)), ("Per suite", suite_table(results))]
     if any(families.get(r.suite) in PAPER_COLUMNS for r in results):
         sections.append(("Summary (success %)", summary_table(results, families)))
+    sections.extend(extra_sections)  # benchmark-specific tables (SimplerEnv: evalkit.simpler_report)
     parts = []
     for title, (headers, rows) in sections:
         table = render(headers, rows, fmt)
@@ -126,17 +128,24 @@ def full_report(results: Sequence[EpisodeResult], families: dict[str, str], fmt:
     return "\n\n".join(parts) + "\n"
 
 
-def report_runs(run_dirs: Sequence, fmt: str = "markdown") -> str:
-    """The full report of one or more run directories, with each run's protocol spelled out."""
+def report_runs(run_dirs: Sequence, fmt: str = "markdown", sim2real: Sequence[str] = ()) -> str:
+    """The full report of one or more run directories, with each run's protocol spelled out.
+
+    sim2real: one SimplerEnv reference checkpoint alias per run directory (MMRV / Pearson r)."""
+    from evalkit import simpler_report
     from evalkit.store import ResultStore
 
-    results, families, notes = [], {}, []
+    results, families, notes, per_run = [], {}, [], []
     for run_dir in run_dirs:
         with ResultStore(run_dir, readonly=True) as store:
-            results.extend(store.results())
+            run_results = store.results()
+            results.extend(run_results)
             families.update({name: info["family"] for name, info in store.meta("suites", {}).items()})
             notes.append(describe_stored_run(run_dir, store))
-    return full_report(results, families, fmt, notes=[] if fmt == "csv" else notes)
+            notes.extend(simpler_report.deviation_notes(run_dir, store.meta("suites", {}), run_results))
+            per_run.append((Path(run_dir).name, run_results))
+    sections = simpler_report.simpler_sections(per_run, sim2real)
+    return full_report(results, families, fmt, notes=[] if fmt == "csv" else notes, extra_sections=sections)
 
 
 def describe_stored_run(run_dir, store) -> str:

@@ -8,8 +8,10 @@
 
 L1 distances here are means over elements (so chunk length and embedding size do not change the
 scale); rankings at one state are the same as with sums. The world model is any object with
-`encode(image) -> embedding` and `predict(embedding, chunk) -> embedding`; `TinyWorldModel` is
-the test stand-in.
+`encode(image) -> embedding` and `predict(embedding, chunk, state=None) -> embedding` (`state`: the
+robot state at the observation, which V-JEPA2-AC's predictor reads; `None` when the data has none).
+`TinyWorldModel` is the test stand-in; `evalkit.world_models` holds the V-JEPA2-AC adapter and
+`evalkit.pairs` the driver that scores the states of an episode.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def goal_reward(predicted: np.ndarray, goal: np.ndarray) -> float:
 class WorldModel(Protocol):
     def encode(self, image: np.ndarray) -> np.ndarray: ...
 
-    def predict(self, embedding: np.ndarray, chunk: np.ndarray) -> np.ndarray: ...
+    def predict(self, embedding: np.ndarray, chunk: np.ndarray, state: Optional[np.ndarray] = None) -> np.ndarray:
+        """The embedding after executing `chunk` (N, D) from `embedding`, the robot being in `state`."""
 
 
 class TinyWorldModel:
@@ -50,6 +53,7 @@ class TinyWorldModel:
     moved by a linear function of the chunk's summed actions."""
 
     def __init__(self, dim: int = 16, action_dim: int = 7, seed: int = 0, pixels: int = 8):
+        dim, action_dim, seed, pixels = int(dim), int(action_dim), int(seed), int(pixels)  # CLI gives strings
         rng = np.random.default_rng(seed)
         self.pixels = pixels
         self.encoder = rng.normal(size=(dim, pixels * pixels * 3)) / np.sqrt(pixels * pixels * 3)
@@ -61,7 +65,8 @@ class TinyWorldModel:
         small = image[::step_y, ::step_x][: self.pixels, : self.pixels] / 255.0
         return np.tanh(self.encoder @ small.reshape(-1))
 
-    def predict(self, embedding: np.ndarray, chunk: np.ndarray) -> np.ndarray:
+    def predict(self, embedding: np.ndarray, chunk: np.ndarray, state: Optional[np.ndarray] = None) -> np.ndarray:
+        # the state is ignored: a linear stand-in has nothing to condition on it
         return embedding + self.dynamics @ np.asarray(chunk, dtype=np.float64).sum(axis=0)
 
 
@@ -74,8 +79,9 @@ class ScoredCandidates:
 
 def score_candidates(chunks: np.ndarray, variant: str = "total", *, reference: Optional[np.ndarray] = None,
                      world_model: Optional[WorldModel] = None, image: Optional[np.ndarray] = None,
-                     goal_image: Optional[np.ndarray] = None, action_weight: float = 0.5) -> ScoredCandidates:
-    """Score K candidate chunks at one state with R_a, R_g or R_tot."""
+                     goal_image: Optional[np.ndarray] = None, action_weight: float = 0.5,
+                     state: Optional[np.ndarray] = None) -> ScoredCandidates:
+    """Score K candidate chunks at one state with R_a, R_g or R_tot (`state`: the robot state, for R_g)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown reward variant {variant!r}; use one of {VARIANTS}")
     chunks = np.asarray(chunks, dtype=np.float64)
@@ -88,7 +94,7 @@ def score_candidates(chunks: np.ndarray, variant: str = "total", *, reference: O
         if world_model is None or image is None or goal_image is None:
             raise ValueError(f"reward {variant!r} needs world_model, image and goal_image")
         now, goal = world_model.encode(image), world_model.encode(goal_image)
-        components["goal"] = np.array([goal_reward(world_model.predict(now, c), goal) for c in chunks])
+        components["goal"] = np.array([goal_reward(world_model.predict(now, c, state=state), goal) for c in chunks])
     if variant == "action":
         rewards = components["action"]
     elif variant == "goal":

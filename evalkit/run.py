@@ -31,7 +31,7 @@ class RunConfig:
     policy: str = "oracle"
     policy_args: dict = field(default_factory=dict)
     mode: str = "open_loop"
-    preset: str = "openvla"
+    preset: Optional[str] = None  # None: the suites' own preset (openvla for LIBERO, simpler for SimplerEnv)
     # protocol overrides (None: the preset's value)
     max_steps: Optional[int] = None
     budget_unit: Optional[str] = None
@@ -46,6 +46,10 @@ class RunConfig:
     render_all: bool = False
     image_size: int = 256
     assets: Optional[str] = None
+
+    def __post_init__(self):
+        if self.preset is None:
+            self.preset = default_preset(self.suites)
 
     @classmethod
     def from_dict(cls, values: dict) -> "RunConfig":
@@ -77,6 +81,15 @@ class RunConfig:
         return {"policy": self.policy, "policy_args": {k: str(v) for k, v in self.policy_args.items()},
                 "mode": self.mode, "protocol": self.protocol().to_dict(), "image_size": self.image_size,
                 "assets": self.assets or "default"}
+
+
+def default_preset(suite_names) -> str:
+    """The protocol preset the suites' published numbers use; suites that disagree need --preset."""
+    presets = {name: registry.make_suite(name).preset for name in suite_names}
+    if len(set(presets.values())) > 1:
+        raise ValueError(f"these suites use different protocols ({', '.join(f'{k}: {v}' for k, v in presets.items())}); "
+                         "run them separately or pass --preset")
+    return next(iter(presets.values()), "openvla")
 
 
 def provenance(config: RunConfig) -> dict:

@@ -63,6 +63,9 @@ class ResultStore:
                             "session INTEGER NOT NULL, finished_at REAL NOT NULL)")
             self.db.execute("CREATE TABLE IF NOT EXISTS sessions (id INTEGER PRIMARY KEY, started_at REAL, "
                             "provenance TEXT NOT NULL)")
+            # Suite-specific episode statistics (EpisodeResult.stats), only for episodes that have some;
+            # a table of its own, so that stores written before it existed read unchanged.
+            self.db.execute("CREATE TABLE IF NOT EXISTS episode_stats (key TEXT PRIMARY KEY, stats TEXT NOT NULL)")
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (json.dumps(SCHEMA_VERSION),))
 
     def _check_schema(self) -> None:
@@ -109,10 +112,20 @@ class ResultStore:
                 f"VALUES ({', '.join('?' * (len(_COLUMNS) + 3))})",
                 [result.key, *values, getattr(self, "session", 0), time.time()],
             )
+            if result.stats:
+                self.db.execute("INSERT INTO episode_stats VALUES (?, ?)", (result.key, json.dumps(result.stats)))
 
     def results(self) -> list[EpisodeResult]:
         rows = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM episodes ORDER BY suite, task_id, init_index, seed")
-        return [_to_result(dict(zip(_COLUMNS, row))) for row in rows]
+        results = [_to_result(dict(zip(_COLUMNS, row))) for row in rows]
+        stats = self._stats()
+        for result in results:
+            result.stats = stats.get(result.key, {})
+        return results
+
+    def _stats(self) -> dict:
+        has_table = self.db.execute("SELECT 1 FROM sqlite_master WHERE name = 'episode_stats'").fetchone()
+        return {k: json.loads(v) for k, v in self.db.execute("SELECT key, stats FROM episode_stats")} if has_table else {}
 
     def sessions(self) -> list[dict]:
         return [{"id": i, "started_at": t, **json.loads(p)}

@@ -68,6 +68,8 @@ class Suite:
     env_factory: Any  # callable(suite_name, EnvOptions) -> SuiteEnv, imported lazily in the worker
     info: dict = field(default_factory=dict)  # recorded with the results (assets, deviations)
     robot: str = "generic"  # picks the action postprocessor (evalkit.conventions.Postprocessor)
+    preset: str = "openvla"  # the protocol preset of its published numbers, used when the run names none
+    control_hz: Optional[float] = None  # env steps per simulated second, where the benchmark fixes it
 
     def episodes(
         self, task_ids: Optional[Sequence[int]] = None, episodes_per_task: Optional[int] = None, seed: int = 0

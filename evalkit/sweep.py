@@ -8,14 +8,18 @@
     grid:                            # every combination; dotted keys reach into policy_args
       mode: [open_loop, "receding:2"]
       policy_args.chunk_size: [1, 5]
-    # or, instead of grid, an explicit list of points, optionally labelled:
+    # or, instead of grid, an explicit list of points, optionally labelled and grouped:
     # points:
-    #   - {label: R_a, policy_args: {checkpoint: ckpt/ra}}
-    #   - {label: R_g-subgoal, policy_args: {checkpoint: ckpt/rg}}
+    #   - {group: R_a, label: ra-seed0, policy_args: {checkpoint: ckpt/ra-0}}
+    #   - {group: R_a, label: ra-seed1, policy_args: {checkpoint: ckpt/ra-1}}
+    #   - {group: R_g-subgoal, label: rg-seed0, policy_args: {checkpoint: ckpt/rg-0}}
 
 Each point is an ordinary run, so re-running the sweep finishes only what is missing.
 The report is one table (a row per point, a column per suite, success % with Wilson
 intervals) and a PNG of success against the first swept setting, a line per suite.
+With groups (e.g. the reward variant each checkpoint was post-trained with: R_a, R_g end- or
+sub-goal, R_tot), the table's first column is the group, rows are grouped by it in order of first
+appearance, and a group of several points gets a "pooled" row over all their episodes.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class SweepPoint:
     label: str  # what the table shows
     settings: dict  # the swept values, e.g. {"mode": "receding:2", "policy_args.chunk_size": 5}
     config: RunConfig
+    group: str = ""  # rows of one group are shown together (e.g. a reward variant)
 
 
 def load_sweep(path: str | Path) -> tuple[Path, list[SweepPoint]]:
@@ -63,10 +68,11 @@ def expand(spec: dict, default_out: Path = Path("runs/sweep")) -> tuple[Path, li
         combos = [dict(point) for point in spec["points"]]
     points = []
     for settings in combos:
+        group = str(settings.pop("group", ""))
         label = str(settings.pop("label", "")) or ", ".join(f"{k}={v}" for k, v in settings.items())
         name = re.sub(r"[^A-Za-z0-9_.=-]+", "-", label.replace(", ", "__"))
         config = RunConfig.from_dict({**_apply(base, settings), "out": str(out / name)})
-        points.append(SweepPoint(name, label, settings, config))
+        points.append(SweepPoint(name, label, settings, config, group))
     if len({p.name for p in points}) != len(points):
         raise ValueError("two sweep points have the same name; give them distinct labels")
     return out, points
@@ -93,22 +99,44 @@ def run_sweep(points: list[SweepPoint], progress: bool = True) -> None:
 
 
 def sweep_table(points: list[SweepPoint]) -> tuple[list[str], list[list[str]], dict]:
-    """Rows per point, a column per suite; also {suite: {point name: (rate, low, high, n)}} for the plot."""
-    rates: dict[str, dict[str, tuple]] = {}
+    """Rows per point (grouped, when points have groups), a column per suite; also
+    {suite: {point name: (rate, low, high, n)}} for the plot."""
+    results = {}
     for point in points:
         with ResultStore(point.config.out_dir(), readonly=True) as store:
-            results = store.results()
-        for suite, tally in tally_by(results, lambda r: r.suite).items():
-            rates.setdefault(suite, {})[point.name] = (tally.rate, *wilson_interval(tally.successes, tally.n), tally.n)
-    suites = sorted(rates)
-    rows = []
+            results[point.name] = store.results()
+    rates = {}
     for point in points:
-        cells = []
-        for suite in suites:
-            rate, low, high, n = rates[suite].get(point.name, (None, 0, 0, 0))
-            cells.append("-" if rate is None else f"{100 * rate:.1f} [{100 * low:.1f}, {100 * high:.1f}] (n={n})")
-        rows.append([point.label, *cells])
-    return ["point", *suites], rows, rates
+        for suite, stats in _suite_rates(results[point.name]).items():
+            rates.setdefault(suite, {})[point.name] = stats
+    suites = sorted(rates)
+    if not any(point.group for point in points):
+        return ["point", *suites], [[p.label, *_cells(results[p.name], suites)] for p in points], rates
+    rows = []
+    for group, members in _by_group(points).items():
+        rows += [[group, p.label, *_cells(results[p.name], suites)] for p in members]
+        if len(members) > 1:  # the group's checkpoints together: more episodes, a tighter interval
+            rows.append([group, "pooled", *_cells([r for p in members for r in results[p.name]], suites)])
+    return ["group", "point", *suites], rows, rates
+
+
+def _suite_rates(results) -> dict:
+    """{suite: (rate, Wilson low, Wilson high, n)}"""
+    return {suite: (tally.rate, *wilson_interval(tally.successes, tally.n), tally.n)
+            for suite, tally in tally_by(results, lambda r: r.suite).items()}
+
+
+def _cells(results, suites: list[str]) -> list[str]:
+    rates = _suite_rates(results)
+    return [f"{100 * rates[s][0]:.1f} [{100 * rates[s][1]:.1f}, {100 * rates[s][2]:.1f}] (n={rates[s][3]})"
+            if s in rates else "-" for s in suites]
+
+
+def _by_group(points: list[SweepPoint]) -> dict[str, list[SweepPoint]]:
+    groups: dict[str, list[SweepPoint]] = {}
+    for point in points:  # dicts keep the order of first appearance
+        groups.setdefault(point.group, []).append(point)
+    return groups
 
 
 def plot_sweep(points: list[SweepPoint], rates: dict, path: Path) -> Path:

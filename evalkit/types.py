@@ -68,10 +68,16 @@ class EpisodeSpec:
     init_index: int
     seed: int
     max_steps: int  # the suite's own step budget (env steps after the wait steps)
+    # Suite-specific parameters of this episode as (name, value) pairs, hashable so the spec
+    # stays frozen (SimplerEnv: env id, robot and object pose, URDF, overlay, variant).
+    params: tuple = ()
 
     @property
     def key(self) -> str:
         return f"{self.suite}/{self.task_id}/{self.init_index}/{self.seed}"
+
+    def param_dict(self) -> dict:
+        return dict(self.params)
 
 
 @dataclass
@@ -91,14 +97,27 @@ class EpisodeResult:
     policy_s: float
     error: str = ""
     video: str = ""
+    # Suite-specific episode statistics (SimplerEnv Bridge: partial success, the source object grasped).
+    stats: dict = field(default_factory=dict)
 
     @property
     def key(self) -> str:
         return f"{self.suite}/{self.task_id}/{self.init_index}/{self.seed}"
 
 
+@dataclass(frozen=True)
+class NoAction:
+    """What a policy returns instead of a chunk when it could not produce one (e.g. a model
+    output that does not decode). The episode ends as `invalid_action` with this reason,
+    and the other episodes of a batch are unaffected."""
+
+    reason: str
+
+
 def validate_chunk(chunk: Any, spec: PolicySpec) -> tuple[Optional[np.ndarray], str]:
     """Return (chunk as float array (N, action_dim), "") or (None, reason) when invalid."""
+    if isinstance(chunk, NoAction):
+        return None, chunk.reason
     try:
         arr = np.asarray(chunk, dtype=np.float64)
     except (TypeError, ValueError) as exc:

@@ -103,14 +103,17 @@ class FastCodec:
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> "FastCodec":
+        """From a folder or a hub id (e.g. physical-intelligence/fast) holding the two files."""
         from tokenizers import Tokenizer
 
-        path = Path(path)
-        config = json.loads(_need(path / "processor_config.json").read_text())
+        from policies.hub import checkpoint_file
+
+        config_file = checkpoint_file(path, "processor_config.json")
+        config = json.loads(config_file.read_text())
         missing = [k for k in ("scale", "min_token") if k not in config]
         if missing:
-            raise ValueError(f"{path / 'processor_config.json'} lacks {missing}")
-        tokenizer = Tokenizer.from_file(str(_need(path / "tokenizer.json")))
+            raise ValueError(f"{config_file} lacks {missing}")
+        tokenizer = Tokenizer.from_file(str(checkpoint_file(path, "tokenizer.json")))
         return cls(tokenizer, config["scale"], config["min_token"], config.get("vocab_size", tokenizer.get_vocab_size()),
                    config.get("time_horizon"), config.get("action_dim"))
 
@@ -142,9 +145,3 @@ class FastCodec:
         codec.vocab_size = tokenizer.get_vocab_size()
         return codec
 
-
-def _need(path: Path) -> Path:
-    if not path.exists():
-        raise FileNotFoundError(f"FAST codec file missing: {path} (a FAST+ checkpoint folder holds tokenizer.json "
-                                f"and processor_config.json)")
-    return path

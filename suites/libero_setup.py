@@ -15,21 +15,20 @@ a folder or the .tar.gz bundle (unpacked once into a cache folder and checked).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import io
 import logging
 import importlib.util
 import os
-import shutil
 import tarfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Optional
 
+from evalkit.cache import CACHE_DIR, build_once  # CACHE_DIR stays a module attribute: tests redirect it
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO_ROOT.parent / "shared" / "assets" / "libero-assets.tar.gz"
-CACHE_DIR = Path(os.environ.get("EVALKIT_CACHE", Path.home() / ".cache" / "evalkit"))
 INSTALL_HINT = 'pip install -e ".[libero]" && pip install --no-deps hf-libero==0.1.4 robosuite==1.4.0 bddl==1.0.1'
 
 
@@ -41,19 +40,28 @@ def resolve_assets(option: Optional[str] = None) -> Path:
     """The LIBERO asset folder to use (unpacking a bundle if given one)."""
     candidates = [(option, "--assets"), (os.environ.get("EVALKIT_LIBERO_ASSETS"), "$EVALKIT_LIBERO_ASSETS"),
                   (str(DEFAULT_BUNDLE), "the bundled default")]
-    for value, origin in candidates:
+    found = first_asset_source(candidates, "LIBERO", LiberoSetupError)
+    if found is None:
+        raise LiberoSetupError(
+            "no LIBERO assets found: pass --assets DIR_OR_BUNDLE or set EVALKIT_LIBERO_ASSETS to LIBERO's "
+            "assets folder (libero/libero/assets of the LIBERO repository) or to libero-assets.tar.gz"
+        )
+    path, origin = found
+    return unpack_bundle(path) if path.is_file() else _check_asset_dir(path, origin)
+
+
+def first_asset_source(candidates, what: str, error=RuntimeError) -> Optional[tuple[Path, str]]:
+    """(path, origin) of the first given (value, origin) candidate, or None. A missing path named
+    by the user is an error; the last candidate, the bundled default, is skipped when absent."""
+    for index, (value, origin) in enumerate(candidates):
         if not value:
             continue
         path = Path(value).expanduser()
-        if not path.exists():
-            if origin == "the bundled default":
-                continue
-            raise LiberoSetupError(f"LIBERO assets given by {origin} not found: {path}")
-        return unpack_bundle(path) if path.is_file() else _check_asset_dir(path, origin)
-    raise LiberoSetupError(
-        "no LIBERO assets found: pass --assets DIR_OR_BUNDLE or set EVALKIT_LIBERO_ASSETS to LIBERO's "
-        "assets folder (libero/libero/assets of the LIBERO repository) or to libero-assets.tar.gz"
-    )
+        if path.exists():
+            return path, origin
+        if index < len(candidates) - 1:
+            raise error(f"{what} assets given by {origin} not found: {path}")
+    return None
 
 
 def _check_asset_dir(path: Path, origin: str) -> Path:
@@ -63,35 +71,33 @@ def _check_asset_dir(path: Path, origin: str) -> Path:
 
 
 def unpack_bundle(bundle: Path) -> Path:
-    """Unpack libero-assets.tar.gz once into the cache, keyed by the bundle's checksum.
+    """Unpack libero-assets.tar.gz once into the cache (see unpack_cached)."""
+    return _check_asset_dir(unpack_cached(bundle, "libero-assets"), str(bundle))
+
+
+def unpack_cached(bundle: Path, top: str) -> Path:
+    """Unpack a .tar.gz bundle whose top-level folder is `top` once into the cache, keyed by
+    the bundle's checksum, checking its SHA256SUMS; returns that folder in the cache.
 
     A lock file serialises concurrent first uses (several workers, several runs)."""
     digest = hashlib.sha256()
     with open(bundle, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    target = CACHE_DIR / f"libero-assets-{digest.hexdigest()[:16]}"
-    CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    with open(CACHE_DIR / f"{target.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (target / ".complete").exists():
-            _unpack(bundle, target)
-    return _check_asset_dir(target, str(bundle))
+    return build_once(f"{top}-{digest.hexdigest()[:16]}", lambda folder: _unpack(bundle, folder, top), CACHE_DIR)
 
 
-def _unpack(bundle: Path, target: Path) -> None:
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.rmtree(target, ignore_errors=True)
+def _unpack(bundle: Path, folder: Path, top: str) -> None:
+    """Extract the bundle's `top` folder's contents into `folder`, checksums verified."""
     with tarfile.open(bundle) as tar:
-        tar.extractall(partial, filter="data")
-    inner = partial / "libero-assets"
+        tar.extractall(folder, filter="data")
+    inner = folder / top
     if not inner.is_dir():
-        raise LiberoSetupError(f"{bundle} has no top-level libero-assets/ folder")
+        raise LiberoSetupError(f"{bundle} has no top-level {top}/ folder")
     _verify_checksums(inner)
-    os.replace(inner, target)
-    shutil.rmtree(partial, ignore_errors=True)
-    (target / ".complete").touch()
+    for item in inner.iterdir():
+        os.replace(item, folder / item.name)
+    inner.rmdir()
 
 
 def _verify_checksums(folder: Path) -> None:

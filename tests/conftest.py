@@ -6,15 +6,20 @@ import pytest
 from evalkit.types import PolicySpec
 
 HAS_LIBERO = importlib.util.find_spec("libero") is not None and importlib.util.find_spec("robosuite") is not None
+HAS_SIMPLER = importlib.util.find_spec("simpler_env") is not None
 
 
 def pytest_collection_modifyitems(config, items):
-    if HAS_LIBERO:
-        return
-    skip = pytest.mark.skip(reason="hf-libero not installed (pip install the libero extra, see README)")
+    skips = []
+    if not HAS_LIBERO:
+        skips.append(("libero", pytest.mark.skip(reason="hf-libero not installed (pip install the libero extra, see README)")))
+    if not HAS_SIMPLER:
+        skips.append(("simpler", pytest.mark.skip(reason="simpler_env not importable (bash scripts/setup_simpler.sh, "
+                                                          "then run the tests with .venv-simpler/bin/python)")))
     for item in items:
-        if "libero" in item.keywords:
-            item.add_marker(skip)
+        for marker, skip in skips:
+            if marker in item.keywords:
+                item.add_marker(skip)
 
 
 class CountingPolicy:

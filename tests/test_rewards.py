@@ -15,8 +15,8 @@ class LineWorld:
     def encode(self, image):
         return np.array([float(np.mean(image))])
 
-    def predict(self, embedding, chunk):
-        return embedding + np.asarray(chunk)[:, 0].sum()
+    def predict(self, embedding, chunk, state=None):
+        return embedding + np.asarray(chunk)[:, 0].sum() + (0.0 if state is None else float(np.sum(state)))
 
 
 def test_action_and_goal_rewards_hand_computed():
@@ -37,6 +37,9 @@ def test_total_reward_mixes_goal_and_half_action():
     assert scored.components["goal"].tolist() == [-2.0, 0.0]
     assert scored.rewards.tolist() == [-2.25, -0.25]
     assert score_candidates(chunks, "action", reference=reference).rewards.tolist() == [-0.5, -0.5]
+    # the robot state reaches the predictor: +1 moves both predictions by 1, R_g -|1+1+1-4| = -1 and -|1+3+1-4| = -1
+    with_state = score_candidates(chunks, "goal", world_model=LineWorld(), image=image, goal_image=goal, state=[1.0])
+    assert with_state.rewards.tolist() == [-1.0, -1.0]
     with pytest.raises(ValueError, match="needs world_model"):
         score_candidates(chunks, "goal")
     with pytest.raises(ValueError, match="unknown reward variant"):

@@ -56,3 +56,35 @@ def test_plot_tolerates_wilson_bounds_rounding_past_the_rate(tmp_path):
     _, points = expand({"grid": {"mode": ["open_loop", "receding:1"]}})
     rates = {"fake": {points[0].name: (0.0, 1e-17, 0.28, 10), points[1].name: (1.0, 0.72, 1.0 - 1e-16, 10)}}
     assert plot_sweep(points, rates, tmp_path / "p.png").read_bytes().startswith(b"\x89PNG")
+
+
+REWARD_VARIANT_SWEEP = """
+out: {out}
+base:
+  suites: [fake]
+  policy: scripted-reach
+  preset: nora        # the budget counts queries: 1 query runs one chunk of chunk_size steps
+  max_steps: 1
+  wait_steps: 0
+  episodes_per_task: 2
+points:               # chunk_size stands for the checkpoint: long chunks reach the target, 1 step does not
+  - {{group: R_a, label: ra-ckpt1, policy_args: {{chunk_size: 40}}}}
+  - {{group: R_g_sub, label: rg-ckpt1, policy_args: {{chunk_size: 1}}}}
+  - {{group: R_a, label: ra-ckpt2, policy_args: {{chunk_size: 35}}}}
+"""
+
+
+def test_reward_variant_sweep_groups_checkpoints_by_variant(tmp_path, capsys):
+    sweep_file = tmp_path / "variants.yaml"
+    sweep_file.write_text(REWARD_VARIANT_SWEEP.format(out=tmp_path / "sweep"))
+    assert main(["sweep", str(sweep_file), "--no-progress"]) == 0
+    table = (tmp_path / "sweep" / "sweep.md").read_text().splitlines()
+    assert table[0] == "| group | point | fake |"
+    # rows grouped by variant in order of first appearance; Wilson 95% lower bound of n/n is n/(n+1.96^2)
+    assert [row.split(" | ")[:2] for row in table[2:]] == [["| R_a", "ra-ckpt1"], ["| R_a", "ra-ckpt2"],
+                                                           ["| R_a", "pooled"], ["| R_g_sub", "rg-ckpt1"]]
+    assert "| ra-ckpt2 | 100.0 [67.6, 100.0] (n=8) |" in table[3]  # 8 / 11.84
+    assert "| pooled | 100.0 [80.6, 100.0] (n=16) |" in table[4]  # 16 / 19.84
+    assert "| rg-ckpt1 | 0.0 [0.0, 32.4] (n=8) |" in table[5]  # one 5 cm step reaches no target
+    _, points = expand(__import__("yaml").safe_load(sweep_file.read_text()))
+    assert [(p.group, p.name, p.config.policy_args) for p in points][1] == ("R_g_sub", "rg-ckpt1", {"chunk_size": 1})

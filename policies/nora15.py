@@ -1,0 +1,348 @@
+"""NORA-1.5: a flow-matching action expert over the NORA-LONG backbone.
+
+The expert is a transformer as deep as the backbone, 0.375x as wide, with its own Q/K/V.
+In layer i its queries attend to the backbone's layer-i keys and values (of the prompt:
+system, image, instruction) followed by its own; the action tokens use plain 1-D RoPE at
+positions 0..H-1 (the backbone's keys keep their M-RoPE). Sampling integrates the
+velocity field with Euler steps from t=1 (noise) to t=0 (actions); training's target is
+noise - action, so x_{t+dt} = x_t + dt * v with dt = -1/steps.
+
+Parameter names match the released checkpoint (declare-lab/nora-1.5, model.safetensors):
+`vlm.*` (the Qwen2.5-VL backbone), `action_expert.layers.{i}.{self_attn,mlp,...}`,
+`action_expert.norm`, `action_in_proj`, `action_out_proj`, `action_time_mlp_in/out`.
+Its config.json holds the constructor arguments (backbone id, processor id, FAST id,
+width multiplier, expert heads, chunk length).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from evalkit.types import NoAction, Observation, PolicySpec
+from policies.fast import FastCodec
+from policies.hub import CheckpointError, checkpoint_file, torch_dtype
+from policies.nora import (DEFAULT_FAST, QwenInputs, action_token_id, default_device, load_stats,
+                           load_tokenizer_and_images, model_image)
+from policies.nora_actions import decode_actions
+from policies.normalization import unnormalize
+
+MODEL_FILE = "model.safetensors"
+
+
+@dataclass
+class ExpertConfig:
+    """The released constructor's arguments (config.json), with its defaults."""
+
+    vlm_model_id: str = "declare-lab/nora-long"
+    processor_id: str = "declare-lab/nora"
+    fast_tokenizer_id: str = DEFAULT_FAST
+    lm_expert_width_multiplier: float = 0.375
+    lm_expert_num_attention_head: int = 6
+    action_chunk_length: int = 5
+    action_dim: int = 7
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint) -> "ExpertConfig":
+        path = checkpoint_file(checkpoint, "config.json", required=False)
+        raw = json.loads(path.read_text()) if path else {}
+        known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
+        for key in ("vlm_model_id", "processor_id", "fast_tokenizer_id"):  # "../x": beside the checkpoint
+            if str(known.get(key, "")).startswith(("./", "../")) and Path(checkpoint).is_dir():
+                known[key] = str((Path(checkpoint) / known[key]).resolve())
+        return cls(**known)
+
+
+def expert_intermediate_size(hidden: int, multiplier: int = 4, multiple_of: int = 256) -> int:
+    """The release's MLP width: 4 * (2/3 hidden), rounded up to a multiple of 256."""
+    size = int(multiplier * int(2 * hidden / 3))
+    return multiple_of * ((size + multiple_of - 1) // multiple_of)
+
+
+# -- the expert ----------------------------------------------------------------------------------
+
+class RMSNorm(nn.Module):
+    def __init__(self, width: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x.to(dtype)
+
+
+def rope_1d(x: torch.Tensor, positions: torch.Tensor, base: float = 10_000.0) -> torch.Tensor:
+    """Rotate-half RoPE on (B, S, heads, head_dim) at integer positions (S,)."""
+    half = x.shape[-1] // 2
+    inv_timescale = base ** (-(2.0 / x.shape[-1]) * torch.arange(half, dtype=torch.float32, device=x.device))
+    angles = positions.float()[:, None] * inv_timescale[None, :]  # (S, half)
+    sin, cos = angles.sin()[None, :, None, :], angles.cos()[None, :, None, :]
+    x1, x2 = x.float()[..., :half], x.float()[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
+
+
+class ExpertAttention(nn.Module):
+    def __init__(self, hidden: int, heads: int, kv_heads: int, head_dim: int):
+        super().__init__()
+        self.heads, self.kv_heads, self.head_dim = heads, kv_heads, head_dim
+        self.q_proj = nn.Linear(hidden, heads * head_dim, bias=True)
+        self.k_proj = nn.Linear(hidden, kv_heads * head_dim, bias=True)
+        self.v_proj = nn.Linear(hidden, kv_heads * head_dim, bias=True)
+        self.o_proj = nn.Linear(heads * head_dim, hidden, bias=False)
+
+    def forward(self, x, prefix_keys, prefix_values, mask, positions):
+        """x (B, S, hidden); prefix_* (B, kv_heads, L, head_dim); mask (B, 1, S, L + S) bool."""
+        b, s, _ = x.shape
+        q = rope_1d(self.q_proj(x).view(b, s, self.heads, self.head_dim), positions).transpose(1, 2)
+        k = rope_1d(self.k_proj(x).view(b, s, self.kv_heads, self.head_dim), positions).transpose(1, 2)
+        v = self.v_proj(x).view(b, s, self.kv_heads, self.head_dim).transpose(1, 2)
+        keys = torch.cat([prefix_keys.to(q.dtype), k], dim=2)
+        values = torch.cat([prefix_values.to(q.dtype), v], dim=2)
+        groups = self.heads // self.kv_heads  # grouped-query attention, as in the backbone
+        keys, values = keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.head_dim ** -0.5)
+        return self.o_proj(out.transpose(1, 2).reshape(b, s, -1))
+
+
+class ExpertMLP(nn.Module):
+    def __init__(self, hidden: int, intermediate: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.up_proj = nn.Linear(hidden, intermediate, bias=False)
+        self.down_proj = nn.Linear(intermediate, hidden, bias=False)
+
+    def forward(self, x):
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+class ExpertLayer(nn.Module):
+    def __init__(self, hidden, intermediate, heads, kv_heads, head_dim, eps):
+        super().__init__()
+        self.self_attn = ExpertAttention(hidden, heads, kv_heads, head_dim)
+        self.mlp = ExpertMLP(hidden, intermediate)
+        self.input_layernorm = RMSNorm(hidden, eps)
+        self.post_attention_layernorm = RMSNorm(hidden, eps)
+
+    def forward(self, x, prefix_keys, prefix_values, mask, positions):
+        x = x + self.self_attn(self.input_layernorm(x), prefix_keys, prefix_values, mask, positions)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class ActionExpert(nn.Module):
+    def __init__(self, layers: int, hidden: int, intermediate: int, heads: int, kv_heads: int, head_dim: int,
+                 eps: float):
+        super().__init__()
+        self.layers = nn.ModuleList(ExpertLayer(hidden, intermediate, heads, kv_heads, head_dim, eps)
+                                    for _ in range(layers))
+        self.norm = RMSNorm(hidden, eps)
+
+    def forward(self, x, backbone_kv: Sequence[tuple[torch.Tensor, torch.Tensor]], mask):
+        positions = torch.arange(x.shape[1], device=x.device)
+        for layer, (keys, values) in zip(self.layers, backbone_kv):
+            x = layer(x, keys, values, mask, positions)
+        return self.norm(x)
+
+
+def time_embedding(t: torch.Tensor, width: int, min_period: float = 4e-3, max_period: float = 4.0) -> torch.Tensor:
+    """Sine-cosine embedding of the flow time (B,) -> (B, width), periods 4e-3 .. 4."""
+    fraction = torch.linspace(0.0, 1.0, width // 2, dtype=torch.float32, device=t.device)
+    period = min_period * (max_period / min_period) ** fraction
+    angle = (2 * math.pi / period)[None, :] * t.float()[:, None]
+    return torch.cat([angle.sin(), angle.cos()], dim=1)
+
+
+class Nora15Model(nn.Module):
+    """Backbone (`vlm`) + expert + the action/time projections, named as in the release."""
+
+    def __init__(self, vlm, config: ExpertConfig):
+        super().__init__()
+        text = vlm.config.text_config
+        backbone_head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        hidden = int(text.hidden_size * config.lm_expert_width_multiplier)
+        heads = config.lm_expert_num_attention_head
+        if hidden % heads or hidden // heads != backbone_head_dim:
+            raise ValueError(f"expert width {hidden} / {heads} heads must equal the backbone's head_dim "
+                             f"{backbone_head_dim}: the expert attends to the backbone's keys and values")
+        self.vlm = vlm
+        self.config = config
+        self.chunk = config.action_chunk_length
+        self.action_expert = ActionExpert(text.num_hidden_layers, hidden, expert_intermediate_size(hidden), heads,
+                                          text.num_key_value_heads, backbone_head_dim, text.rms_norm_eps)
+        self.action_in_proj = nn.Linear(config.action_dim, hidden)
+        self.action_out_proj = nn.Linear(hidden, config.action_dim)
+        self.action_time_mlp_in = nn.Linear(2 * hidden, hidden)
+        self.action_time_mlp_out = nn.Linear(hidden, hidden)
+
+    def backbone_kv(self, inputs: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer (keys, values) of the backbone over the prompt, each (B, kv_heads, L, head_dim)."""
+        cache = self.vlm(**inputs, use_cache=True).past_key_values
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
+    def velocity(self, x_t, t, backbone_kv, prefix_mask):
+        """The velocity field v(x_t, t) for noisy chunks x_t (B, H, action_dim) at times t (B,)."""
+        embedded = self.action_in_proj(x_t)
+        time = time_embedding(t, embedded.shape[-1]).to(embedded.dtype)[:, None, :].expand_as(embedded)
+        h = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([embedded, time], dim=-1))))
+        # every action token sees the whole (unpadded) prompt and every action token
+        own = torch.ones(x_t.shape[0], x_t.shape[1], dtype=torch.bool, device=x_t.device)
+        mask = torch.cat([prefix_mask.bool(), own], dim=1)[:, None, None, :].expand(-1, 1, x_t.shape[1], -1)
+        return self.action_out_proj(self.action_expert(h, backbone_kv, mask))
+
+    @torch.no_grad()
+    def sample(self, inputs: dict, noise: torch.Tensor, steps: int = 10) -> torch.Tensor:
+        """Euler-integrate from noise at t=1 to actions at t=0; returns normalised chunks (B, H, D)."""
+        kv = self.backbone_kv(inputs)
+        return euler_integrate(lambda x, t: self.velocity(x, t, kv, inputs["attention_mask"]), noise, steps)
+
+
+def euler_integrate(velocity, x: torch.Tensor, steps: int) -> torch.Tensor:
+    """x_{t+dt} = x_t + dt * v(x_t, t), dt = -1/steps, t = 1, 1 - 1/steps, ..., 1/steps."""
+    if steps < 1:
+        raise ValueError(f"flow_steps must be >= 1, got {steps}")
+    dt = -1.0 / steps
+    for i in range(steps):
+        t = torch.full((x.shape[0],), 1.0 + i * dt, dtype=x.dtype, device=x.device)
+        x = x + dt * velocity(x, t).to(x.dtype)
+    return x
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+def build_model(config: ExpertConfig, dtype) -> Nora15Model:
+    """The architecture from the backbone's config (no backbone weights: model.safetensors has them)."""
+    from transformers import AutoConfig, Qwen2_5_VLForConditionalGeneration
+
+    try:
+        backbone_config = AutoConfig.from_pretrained(config.vlm_model_id)
+    except OSError as exc:
+        raise CheckpointError(f"cannot load the backbone config of {config.vlm_model_id}: {exc}") from exc
+    vlm = Qwen2_5_VLForConditionalGeneration._from_config(backbone_config, attn_implementation="sdpa")
+    return Nora15Model(vlm, config).to(dtype)
+
+
+def legacy_key(key: str) -> str:
+    """Checkpoints saved before transformers 4.52 name the backbone vlm.model.layers / vlm.visual."""
+    if key.startswith("vlm.visual."):
+        return "vlm.model.visual." + key[len("vlm.visual."):]
+    if key.startswith("vlm.model.") and not key.startswith(("vlm.model.visual.", "vlm.model.language_model.")):
+        return "vlm.model.language_model." + key[len("vlm.model."):]
+    return key
+
+
+def load_weights(model: Nora15Model, weights_file: Path) -> None:
+    """Load the release's state dict; any missing or unexpected key is an error listing them."""
+    from safetensors.torch import load_file
+
+    state = {legacy_key(k): v for k, v in load_file(str(weights_file)).items()}
+    result = model.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not _tied(model, k)]
+    if missing or result.unexpected_keys:
+        raise CheckpointError(f"{weights_file} does not match NORA-1.5's parameters: "
+                              f"{_listing('missing', missing)}; {_listing('unexpected', result.unexpected_keys)}")
+    model.vlm.tie_weights()
+
+
+def _tied(model: Nora15Model, key: str) -> bool:
+    tied = getattr(model.vlm.config, "tie_word_embeddings", False) or getattr(
+        model.vlm.config.get_text_config(), "tie_word_embeddings", False)
+    return key == "vlm.lm_head.weight" and tied
+
+
+def _listing(kind: str, keys: Sequence[str], show: int = 8) -> str:
+    if not keys:
+        return f"no {kind} keys"
+    more = f" ... and {len(keys) - show} more" if len(keys) > show else ""
+    return f"{len(keys)} {kind} keys: {', '.join(keys[:show])}{more}"
+
+
+# -- the policy --------------------------------------------------------------------------------
+
+class Nora15Policy:
+    """NORA-1.5: continuous actions from the expert (default) or FAST actions from the backbone.
+
+    Flow sampling noise is seeded by (seed, episode, step), so outcomes do not depend on
+    how queries were batched or on the worker count.
+    """
+
+    def __init__(self, checkpoint: str = "declare-lab/nora-1.5", output: str = "flow", flow_steps: int = 10,
+                 unnorm_key: Optional[str] = None, norm_stats: Optional[str] = None,
+                 fast_tokenizer: Optional[str] = None, max_new_tokens: Optional[int] = None, seed: int = 0,
+                 dtype: str = "auto", device: Optional[str] = None, camera: str = "agentview",
+                 resize: str = "lanczos"):
+        if output not in ("flow", "fast"):
+            raise ValueError(f"output must be 'flow' (the expert) or 'fast' (backbone tokens), got {output!r}")
+        self.output, self.flow_steps, self.seed = output, int(flow_steps), int(seed)
+        self.camera, self.resize = camera, resize
+        self.device = default_device(device)
+        self.config = ExpertConfig.from_checkpoint(checkpoint)
+        self.stats = load_stats(checkpoint, norm_stats, unnorm_key)
+        self.codec = FastCodec.from_pretrained(fast_tokenizer or self.config.fast_tokenizer_id)
+        self.tokenizer, image_processor = load_tokenizer_and_images(self.config.processor_id)
+        self.inputs = QwenInputs(self.tokenizer, image_processor)
+        self.first_action_id = action_token_id(self.tokenizer)
+        self.model = build_model(self.config, torch_dtype(dtype))
+        load_weights(self.model, checkpoint_file(checkpoint, MODEL_FILE))
+        self.model.to(self.device).eval()
+        self.horizon = self.config.action_chunk_length
+        self.max_new_tokens = int(max_new_tokens or 16 * self.horizon + 16)
+        self.spec = PolicySpec(cameras=(camera,), chunk_size=self.horizon, action_dim=self.config.action_dim,
+                               action_convention="rlds")
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, obs: Observation, instruction: str):
+        return self.act_batch([obs], [instruction])[0]
+
+    def act_batch(self, observations: Sequence[Observation], instructions: Sequence[str]) -> list:
+        images = [model_image(o, self.camera, self.resize) for o in observations]
+        # generation pads on the left; the expert reads keys, whose M-RoPE positions must not
+        # shift with padding, so its batch pads on the right (pad keys are masked out)
+        batch = self.inputs(images, instructions, padding_side="left" if self.output == "fast" else "right")
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        if self.output == "fast":
+            return self._fast_actions(batch)
+        noise = torch.stack([self._noise(o) for o in observations]).to(self.device, self.model.action_in_proj.weight.dtype)
+        normalised = self.model.sample(batch, noise, self.flow_steps).float().cpu().numpy()
+        return [unnormalize(chunk, self.stats, respect_mask=True) for chunk in normalised]
+
+    def _noise(self, obs: Observation) -> torch.Tensor:
+        seed = (self.seed * 1_000_003 + zlib.crc32(obs.episode_key.encode()) * 7919 + obs.step) % 2**63
+        generator = torch.Generator().manual_seed(seed)
+        return torch.randn(self.horizon, self.config.action_dim, generator=generator)
+
+    def _fast_actions(self, batch: dict) -> list:
+        with torch.no_grad():
+            out = self.model.vlm.generate(**batch, do_sample=False, max_new_tokens=self.max_new_tokens)
+        actions = []
+        for ids in out[:, batch["input_ids"].shape[1]:].tolist():
+            decoded = decode_actions(ids, self.codec, self.stats, self.horizon, self.first_action_id,
+                                     respect_mask=True)
+            actions.append(decoded.actions if decoded.ok else NoAction(f"NORA-1.5 FAST output: {decoded.error}"))
+        return actions
+
+
+def save_checkpoint(model: Nora15Model, folder: Path) -> None:
+    """Write model.safetensors + config.json in the release's layout (tiny fixtures use this)."""
+    from dataclasses import asdict
+
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    if _tied(model, "vlm.lm_head.weight"):
+        state.pop("vlm.lm_head.weight", None)
+    save_file(state, str(folder / MODEL_FILE))
+    (folder / "config.json").write_text(json.dumps(asdict(model.config), indent=2))
+

@@ -1,0 +1,259 @@
+"""`evalkit serve` and `--policy remote`: the wire format, batching, errors, reconnects, and
+that a remote policy gives the same episodes as the same policy in-process."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import msgpack
+import numpy as np
+import pytest
+from websockets.sync.client import connect
+
+from evalkit.run import RunConfig, execute
+from evalkit.serve import PolicyServer, ServerThread
+from evalkit.store import ResultStore
+from evalkit.types import NoAction, Observation, PolicySpec
+from policies.basic import RandomPolicy
+from policies.remote import RemotePolicy
+from evalkit.wire import ServerError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start_server(*args: str) -> tuple[subprocess.Popen, str]:
+    """`evalkit serve ... --port 0` in a subprocess; returns it and its url once it listens."""
+    proc = subprocess.Popen([sys.executable, "-m", "evalkit", "serve", "--port", "0", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    line = proc.stdout.readline()
+    if "ws://" not in line:
+        proc.kill()
+        raise AssertionError(f"server did not start: {line}{proc.stdout.read()}")
+    return proc, re.search(r"ws://\S+", line).group(0)
+
+
+def outcomes(run_dir):
+    with ResultStore(run_dir, readonly=True) as store:
+        return sorted((r.key, r.success, r.termination, r.steps, r.queries) for r in store.results())
+
+
+def run_fake(out, policy, policy_args, **extra):
+    """Fake suite, tasks 0-1, 2 episodes each, unless `extra` says otherwise."""
+    config = RunConfig.from_dict({"suites": ["fake"], "policy": policy, "policy_args": policy_args, "tasks": [0, 1],
+                                  "episodes_per_task": 2, "out": str(out), **extra})
+    return execute(config, progress=False)
+
+
+# -- wire format, checked with the msgpack library itself -------------------------------------
+
+def openpi_array(obj):
+    """openpi's msgpack_numpy encoding, written out here so the test does not trust evalkit.wire."""
+    if isinstance(obj, np.ndarray):
+        return {b"__ndarray__": True, b"data": obj.tobytes(), b"dtype": obj.dtype.str, b"shape": obj.shape}
+    return obj
+
+
+def test_server_speaks_openpi_msgpack():
+    server = PolicyServer(lambda: RandomPolicy(chunk_size=4, cameras="agentview"), "random", {"chunk_size": 4})
+    with ServerThread(server) as url, connect(url, compression=None, max_size=None) as ws:
+        metadata = msgpack.unpackb(ws.recv())
+        assert metadata["evalkit"]["spec"]["cameras"] == ["agentview"]
+        assert metadata["evalkit"]["spec"]["chunk_size"] == 4
+        image = np.zeros((224, 224, 3), np.uint8)
+        request = {"observation/image": image, "observation/state": np.zeros(8), "prompt": "pick up the bowl",
+                   "episode_key": "libero_spatial/0/0/0", "step": 5}
+        ws.send(msgpack.packb(request, default=openpi_array))
+        reply = msgpack.unpackb(ws.recv())
+    actions = reply["actions"]
+    assert actions[b"__ndarray__"] is True and actions[b"dtype"] == "<f8" and actions[b"shape"] == [4, 7]
+    decoded = np.frombuffer(actions[b"data"], dtype="<f8").reshape(4, 7)  # C order, row = one step
+    expected = RandomPolicy(chunk_size=4).act(Observation(episode_key="libero_spatial/0/0/0", step=5), "")
+    assert np.array_equal(decoded, expected)
+    assert set(reply["server_timing"]) == {"infer_ms", "queue_ms", "batch_size"}
+
+
+def test_health_check_answers_without_a_websocket():
+    with ServerThread(PolicyServer(RandomPolicy, "random")) as url:
+        with urllib.request.urlopen(url.replace("ws://", "http://") + "/healthz", timeout=5) as response:
+            assert response.status == 200 and b'"status": "ok"' in response.read()
+
+
+# -- errors, state, batching ------------------------------------------------------------------
+
+class FailsOnStep3(RandomPolicy):
+    def act(self, obs, instruction):
+        if obs.step == 3:
+            raise ValueError("step 3 is cursed")
+        return super().act(obs, instruction)
+
+
+def test_a_failing_query_gets_an_error_frame_and_the_connection_stays_usable():
+    with ServerThread(PolicyServer(FailsOnStep3, "fails")) as url:
+        policy = RemotePolicy(url=url)
+        with pytest.raises(ServerError, match="ValueError: step 3 is cursed"):
+            policy.act(Observation(episode_key="e", step=3), "")
+        assert policy.act(Observation(episode_key="e", step=4), "").shape == (1, 7)
+        assert policy.client.reconnects == 0
+
+
+class NoActionOnStep2(RandomPolicy):
+    def act(self, obs, instruction):
+        return NoAction("undecodable tokens") if obs.step == 2 else super().act(obs, instruction)
+
+
+def test_no_action_travels_as_itself():
+    with ServerThread(PolicyServer(NoActionOnStep2, "no-action")) as url:
+        policy = RemotePolicy(url=url)
+        chunks = policy.act_batch([Observation(step=1), Observation(step=2)], ["", ""])
+    assert chunks[0].shape == (1, 7) and chunks[1] == NoAction("undecodable tokens")
+
+
+class Counter:
+    """Stateful: the k-th query of an episode returns k."""
+
+    def __init__(self):
+        self.spec = PolicySpec(stateful=True)
+        self.calls = 0
+
+    def reset(self):
+        self.calls = 0
+
+    def act(self, obs, instruction):
+        self.calls += 1
+        return np.full((1, 7), float(self.calls))
+
+
+def test_stateful_policies_get_one_instance_per_connection():
+    with ServerThread(PolicyServer(Counter, "counter")) as url:
+        first, second = RemotePolicy(url=url), RemotePolicy(url=url)
+        assert first.spec.stateful
+        obs = Observation()
+        assert [first.act(obs, "")[0, 0] for _ in range(3)] == [1, 2, 3]
+        assert second.act(obs, "")[0, 0] == 1
+        first.reset()
+        assert first.act(obs, "")[0, 0] == 1 and second.act(obs, "")[0, 0] == 2
+
+
+class BatchRecorder(RandomPolicy):
+    def __init__(self):
+        super().__init__(latency_s=0.05)
+        self.sizes = []
+
+    def act_batch(self, observations, instructions):
+        self.sizes.append(len(observations))
+        time.sleep(self.latency_s)  # one forward pass for the whole batch
+        return [RandomPolicy.act(self, o, t) for o, t in zip(observations, instructions)]
+
+
+@pytest.mark.parametrize("max_batch", [1, 4])
+def test_concurrent_queries_are_batched_up_to_the_limit(max_batch):
+    policy = BatchRecorder()
+    server = PolicyServer(lambda: policy, "recorder", max_batch=max_batch, max_wait_ms=30)
+    with ServerThread(server) as url:
+        clients = [RemotePolicy(url=url) for _ in range(4)]
+        replies = [None] * 4
+
+        def query(i):
+            replies[i] = clients[i].act(Observation(episode_key=f"e{i}", step=i), "")
+
+        threads = [threading.Thread(target=query, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert sum(policy.sizes) == 4 and max(policy.sizes) <= max_batch
+    if max_batch > 1:
+        assert max(policy.sizes) > 1  # 4 queries within 30 ms of each other share a call
+        assert max(c.last_timing["batch_size"] for c in clients) == max(policy.sizes)
+    for i, reply in enumerate(replies):  # each client gets its own observation's answer
+        assert np.array_equal(reply, RandomPolicy().act(Observation(episode_key=f"e{i}", step=i), ""))
+
+
+def test_remote_without_a_server_says_how_to_start_one():
+    with ServerThread(PolicyServer(RandomPolicy, "random")) as url:
+        pass  # the port is free again now
+    with pytest.raises(ConnectionError, match="no policy server at"):
+        RemotePolicy(url=url, reconnect_s=0.3)
+
+
+# -- whole runs ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("policy,args,mode,workers", [
+    ("scripted-reach", {"chunk_size": "3"}, "open_loop", 1),
+    ("scripted-reach", {"chunk_size": "4"}, "receding:2", 2),
+    ("random", {"chunk_size": "4", "scale": "0.5", "cameras": "agentview"}, "ensemble:-0.8", 2),
+])
+def test_remote_runs_equal_in_process_runs(tmp_path, policy, args, mode, workers):
+    serve_args = [f"--policy-arg={k}={v}" for k, v in args.items()]
+    proc, url = start_server("--policy", policy, *serve_args)
+    try:
+        local = run_fake(tmp_path / "local", policy, args, mode=mode, workers=workers)
+        remote = run_fake(tmp_path / "remote", "remote", {"url": url}, mode=mode, workers=workers)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert outcomes(local) == outcomes(remote)
+    assert len(outcomes(remote)) == 4
+    if policy == "scripted-reach":
+        assert any(o[1] for o in outcomes(remote))
+
+
+def test_killing_the_server_ends_episodes_as_errors_and_the_run_finishes(tmp_path):
+    proc, url = start_server("--policy", "random", "--policy-arg", "latency_s=0.01")
+    out = tmp_path / "run"
+
+    def kill_after_first_episode():
+        while proc.poll() is None:
+            try:
+                if outcomes(out):
+                    os.kill(proc.pid, signal.SIGKILL)
+            except Exception:  # the store is not created yet
+                pass
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_after_first_episode, daemon=True)
+    killer.start()
+    try:
+        run_fake(out, "remote", {"url": url, "reconnect_s": "0.5"})
+    finally:
+        proc.kill()
+        proc.wait()
+    results = outcomes(out)
+    assert len(results) == 4 and len({r[0] for r in results}) == 4  # every episode stored once
+    terminations = [r[2] for r in results]
+    assert "budget" in terminations and "error" in terminations  # before and after the kill
+    with ResultStore(out, readonly=True) as store:
+        errors = [r.error for r in store.results() if r.termination == "error"]
+    assert all("no policy server at" in e for e in errors)
+
+
+def test_a_restarted_server_is_reconnected_and_episodes_go_on(tmp_path):
+    proc, url = start_server("--policy", "random", "--policy-arg", "latency_s=0.01")
+    port = url.rsplit(":", 1)[1]
+    restarted = []
+
+    def restart():
+        proc.kill()
+        proc.wait()
+        time.sleep(0.3)
+        restarted.append(subprocess.Popen([sys.executable, "-m", "evalkit", "serve", "--port", port, "--policy",
+                                           "random", "--policy-arg", "latency_s=0.01"], cwd=ROOT,
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+
+    timer = threading.Timer(1.0, restart)
+    timer.start()
+    try:
+        remote = run_fake(tmp_path / "remote", "remote", {"url": url, "reconnect_s": "20"})
+    finally:
+        timer.join()
+        for p in [proc, *restarted]:
+            p.kill()
+            p.wait()
+    local = run_fake(tmp_path / "local", "random", {"latency_s": "0.01"})
+    assert restarted and outcomes(remote) == outcomes(local)  # stateless: a resent query is exact

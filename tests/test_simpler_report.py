@@ -1,0 +1,105 @@
+"""SimplerEnv aggregation (hand-computed VM/VA tables) and sim-to-real metrics on known vectors."""
+
+import pytest
+
+from evalkit import simpler_report as sr
+from evalkit.report import render
+from evalkit.types import EpisodeResult
+
+TASKS = ("pick_coke_can", "move_near", "open_drawer", "close_drawer")
+
+
+def episodes(suite, task_id, outcomes, **stats):
+    """{init index: success} -> results of one task."""
+    return [EpisodeResult(suite, task_id, TASKS[task_id] if "google" in suite else "t", i, i, ok,
+                          "success" if ok else "budget", 80, 80, 1.0, 0.1, stats=dict(stats))
+            for i, ok in outcomes.items()]
+
+
+def vm_results():
+    vm = "simpler_google_vm"
+    # coke can VM index = urdf * 75 + orientation * 25 + position (orientations: horizontal, standing, vertical)
+    coke = {0: 1, 1: 1, 2: 1, 3: 0,  # horizontal, default URDF: 3 of 4
+            75: 0,                   # horizontal, recolor_tabletop_1: 0 of 1     -> horizontal (0.75 + 0) / 2 = 0.375
+            25: 1, 26: 1,            # standing, default URDF: 2 of 2            -> standing 1.0
+            275: 1, 276: 0}          # vertical (225 + 50), recolor_cabinet_1: 1 of 2 -> vertical 0.5
+    # move near VM index = urdf * 60 + episode
+    near = {0: 1, 1: 0, 2: 0,        # default URDF 1/3
+            120: 1}                  # recolor_tabletop_2 1/1                     -> (1/3 + 1) / 2 = 2/3
+    # drawer VM index = urdf * 27 + drawer * 9 + overlay (URDF order: cabinet_1 first)
+    open_ = {**{i: int(i < 3) for i in range(9)},  # top: 3 of 9
+             9: 1, 10: 1}                          # middle: 2 of 2           -> open (1/3 + 1) / 2 = 2/3
+    close = {0: 0}                                 # top: 0 of 1              -> close 0
+    return (episodes(vm, 0, coke) + episodes(vm, 1, near) + episodes(vm, 2, open_) + episodes(vm, 3, close))
+
+
+def va_results():
+    va = "simpler_google_va"
+    coke = {0: 1, 1: 0,   # base, horizontal: 1/2
+            225: 1,       # distractors (variant 3), horizontal: 1/1 -> horizontal 0.75
+            25: 0}        # base, standing: 0/1                     -> standing 0; coke (0.75 + 0) / 2 = 0.375
+    near = {0: 1, 1: 1, 60: 0, 61: 1}  # base 2/2, no_distractor 1/2 -> 0.75
+    return episodes(va, 0, coke) + episodes(va, 1, near)
+
+
+def test_official_aggregation_reproduces_hand_computed_rates():
+    rates = sr.task_rates(vm_results() + va_results())
+    assert rates[("vm", "pick_coke_can")] == pytest.approx(0.625)  # (0.375 + 1 + 0.5) / 3; pooled would be 6/9
+    assert rates[("vm", "move_near")] == pytest.approx(2 / 3)
+    assert rates[("vm", "open_drawer")] == pytest.approx(2 / 3)
+    assert rates[("vm", "close_drawer")] == 0.0
+    assert rates[("va", "pick_coke_can")] == pytest.approx(0.375)
+    assert rates[("va", "move_near")] == pytest.approx(0.75)
+
+
+def test_vm_and_va_table_as_papers_print_it():
+    rates = sr.task_rates(vm_results() + va_results())
+    headers, rows = sr.google_table([("nora", rates)])
+    assert headers == ["run", "setting", "Coke Can", "Move Near", "Drawer", "Avg", "Open Drawer", "Close Drawer"]
+    # Drawer = (2/3 + 0) / 2; Avg = (0.625 + 2/3 + 1/3) / 3 = 0.5417; VA has no drawer episodes: no Avg
+    assert rows == [["nora", "Visual Matching", "62.5", "66.7", "33.3", "54.2", "66.7", "0.0"],
+                    ["nora", "Variant Aggregation", "37.5", "75.0", "-", "-", "-", "-"]]
+    assert "| nora | Visual Matching | 62.5 | 66.7 | 33.3 | 54.2 |" in render(headers, rows)
+
+
+def test_bridge_success_and_partial_success():
+    results = (episodes("simpler_bridge", 0, {0: 1, 1: 0}, partial_success=True)
+               + episodes("simpler_bridge", 3, {0: 0, 1: 0, 2: 0, 3: 1}, partial_success=False))
+    for r in results[2:4]:
+        r.stats = {"partial_success": True}
+    rates, partial = sr.task_rates(results), sr.task_rates(results, "partial_success")
+    _, rows = sr.bridge_table([("octo", rates, partial)])
+    assert rows == [["octo", "success", "50.0", "-", "-", "25.0", "-"],
+                    ["octo", "grasp (partial)", "100.0", "-", "-", "50.0", "-"]]
+
+
+def test_coverage_notes_name_incomplete_tasks():
+    notes = sr.coverage_notes(va_results())
+    assert notes == ["simpler_google_va pick_coke_can: 4 of 675 episodes of the official grid (rates over the "
+                     "variants present; not the official number)",
+                     "simpler_google_va move_near: 4 of 480 episodes of the official grid (rates over the "
+                     "variants present; not the official number)"]
+
+
+@pytest.mark.parametrize("sim, real, mmrv, pearson", [
+    ([0.1, 0.2, 0.3], [0.3, 0.2, 0.1], (0.2 + 0.1 + 0.2) / 3, -1.0),  # every pair inverted
+    ([0.1, 0.5, 0.3], [0.2, 0.4, 0.6], (0 + 0.2 + 0.2) / 3, 0.5),     # only (1, 2) inverted
+    ([0.5, 0.5], [0.2, 0.8], (0 + 0.6) / 2, 0.0),                     # a tie in sim; constant sim: r = 0
+    ([0.2, 0.6], [0.2, 0.6], 0.0, 1.0),
+])
+def test_mmrv_and_pearson_on_known_vectors(sim, real, mmrv, pearson):
+    assert sr.mean_maximum_rank_violation(sim, real) == pytest.approx(mmrv)
+    assert sr.pearson_correlation(sim, real) == pytest.approx(pearson, abs=1e-6)
+
+
+def test_sim2real_table_pairs_runs_with_reference_rates():
+    a = sr.task_rates(episodes("simpler_coke_can_vm", 0, {0: 1, 1: 1}))  # 1.0
+    b = sr.task_rates(episodes("simpler_coke_can_vm", 0, {0: 0, 1: 1}))  # 0.5
+    c = sr.task_rates(episodes("simpler_coke_can_vm", 0, {0: 0, 1: 0}))  # 0.0
+    headers, rows = sr.sim2real_table([("a", a), ("b", b), ("c", c)], ["rt-1-x", "rt-2-x", "octo-base"])
+    # real .760 .907 .293: pair (a, b) inverted -> MMRV (0.147 + 0.147 + 0) / 3 = 0.098
+    assert rows == [["Visual Matching", "pick_coke_can", "1.000 0.500 0.000", "0.760 0.907 0.293", "0.098", "0.728"]]
+    with pytest.raises(ValueError, match="one per run directory"):
+        sr.sim2real_table([("a", a)], ["rt-1-x", "octo-base"])
+    with pytest.raises(ValueError, match="no real-robot rate of pick_coke_can for octo-small"):
+        sr.sim2real_table([("a", a)], ["octo-small"])
