@@ -35,7 +35,7 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 INSTRUCTIONS = ["pick up the black bowl and place it on the plate", "open the top drawer of the cabinet",
                 "put the cream cheese in the bowl", "turn on the stove"]
-# Normalised chunks the tiny backbone learns: dark image -> DARK, bright image -> BRIGHT
+# Normalised chunks the tiny backbone learns: a bright frame -> BRIGHT, any other image -> DARK
 # (gripper column in [0, 1] like the data; it is not normalised: mask False).
 DARK = np.array([0.6, 0.0, -0.4, 0.0, 0.1, 0.0, 1.0])
 BRIGHT = np.array([-0.6, 0.3, 0.4, 0.2, 0.0, -0.1, 0.0])
@@ -54,11 +54,18 @@ def target_chunk(bright: bool, horizon: int) -> np.ndarray:
 
 
 def synthetic_image(rng: np.random.Generator, bright: bool, size: int = 224) -> np.ndarray:
-    """A noisy, roughly uniform image; brightness is the class the backbone learns."""
-    level = rng.uniform(170, 240) if bright else rng.uniform(10, 90)
-    tint = rng.uniform(-20, 20, size=3)
-    noise = rng.normal(0, 12, size=(size, size, 3))
-    return np.clip(level + tint + noise, 0, 255).astype(np.uint8)
+    """A training/probe image. Bright: a near-uniform bright frame. Otherwise: anything else
+    (any level up to mid-grey, coloured blocks, noise), so that real scene renders such as
+    LIBERO's fall on the "dark" side and the taught chunk still decodes on them."""
+    if bright:
+        level = rng.uniform(205, 245) + rng.uniform(-8, 8, size=3)
+        return np.clip(level + rng.normal(0, 6, size=(size, size, 3)), 0, 255).astype(np.uint8)
+    image = np.full((size, size, 3), rng.uniform(10, 150)) + rng.uniform(-30, 30, size=3)
+    for _ in range(rng.integers(0, 6)):  # a few coloured blocks, like objects on a table
+        x, y = rng.integers(0, size - 16, size=2)
+        w, h = rng.integers(16, size // 2, size=2)
+        image[y:y + h, x:x + w] = rng.uniform(0, 255, size=3)
+    return np.clip(image + rng.normal(0, 12, size=image.shape), 0, 255).astype(np.uint8)
 
 
 # -- pieces --------------------------------------------------------------------------------------

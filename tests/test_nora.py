@@ -285,3 +285,23 @@ def test_golden_outputs_of_the_tiny_models(policies):
     pinned = json.loads(GOLDEN.read_text())
     assert current["nora"] == pinned["nora"] and current["nora-long"] == pinned["nora-long"]
     assert np.allclose(current["nora-1.5"], pinned["nora-1.5"], atol=2e-3)
+
+
+# -- end to end on LIBERO ------------------------------------------------------------------------
+
+@pytest.mark.libero
+@pytest.mark.parametrize("name", ["nora", "nora-long", "nora-1.5"])
+def test_tiny_checkpoints_run_real_libero_episodes_end_to_end(tiny, name, tmp_path):
+    """The plumbing, not the actions: frames in, decoded chunks out, LIBERO's gripper mapping,
+    the query budget, results stored with the postprocessor recorded."""
+    from evalkit.run import RunConfig, execute
+    from evalkit.store import ResultStore
+
+    config = RunConfig(suites=["libero_spatial"], policy=name, policy_args={"checkpoint": str(tiny[name])},
+                       preset="nora", max_steps=3, tasks=[0], episodes_per_task=1, out=str(tmp_path / name))
+    with ResultStore(execute(config, progress=False), readonly=True) as store:
+        [result] = store.results()
+        semantics = store.meta("semantics")
+    chunk = 1 if name == "nora" else 5
+    assert (result.termination, result.queries, result.steps) == ("budget", 3, 3 * chunk), result.error
+    assert semantics["action_postprocess"] == {"libero_spatial": "libero_gripper"}
