@@ -168,6 +168,11 @@ class NoraPolicy:
             raise CheckpointError(f"cannot load the Qwen2.5-VL weights of {checkpoint}: {exc}") from exc
         self.spec = PolicySpec(cameras=(camera,), chunk_size=self.horizon, action_convention="rlds")
 
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str, **options) -> "NoraPolicy":
+        """Same as the constructor: options are dtype, device, unnorm_key, norm_stats, ..."""
+        return cls(path_or_hub_id, **options)
+
     def reset(self) -> None:
         pass  # stateless: every query sees only the current frame
 

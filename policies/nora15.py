@@ -299,6 +299,11 @@ class Nora15Policy:
         self.spec = PolicySpec(cameras=(camera,), chunk_size=self.horizon, action_dim=self.config.action_dim,
                                action_convention="rlds")
 
+    @classmethod
+    def from_pretrained(cls, path_or_hub_id: str, **options) -> "Nora15Policy":
+        """Same as the constructor: options are output, flow_steps, dtype, device, unnorm_key, ..."""
+        return cls(path_or_hub_id, **options)
+
     def reset(self) -> None:
         pass
 
