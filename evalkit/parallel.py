@@ -61,7 +61,7 @@ class WorkerConfig:
 
 def postprocessor_for(suite, spec: PolicySpec) -> Postprocessor:
     """The action postprocessor for a policy's convention on a suite's robot."""
-    return Postprocessor(suite.robot, spec.action_convention)
+    return Postprocessor(suite.robot, spec.action_convention, spec.sticky_gripper_repeats)
 
 
 def episode_error(episode: EpisodeSpec, message: str) -> EpisodeResult:

@@ -55,6 +55,9 @@ class PolicySpec:
     # 1 = open; Bridge/Google rotations as roll/pitch/yaw), mapped per suite by
     # evalkit.conventions.Postprocessor as they are executed.
     action_convention: str = "native"
+    # Google robot's sticky gripper: steps a gripper change is held, as in the policy's own
+    # SimplerEnv script (15 for OpenVLA and NORA-1.5, 10 for SpatialVLA).
+    sticky_gripper_repeats: int = 15
 
 
 @dataclass(frozen=True)

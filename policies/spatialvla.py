@@ -65,7 +65,8 @@ class SpatialVLAPolicy:
         # Frames of earlier queries, newest last; enough to pick num_obs_steps of them obs_delta apart.
         self.history: deque = deque(maxlen=(self.num_obs_steps - 1) * self.obs_delta + 1)
         self.spec = PolicySpec(cameras=(camera,), chunk_size=int(processor.action_chunk_size),
-                               action_convention="rlds", stateful=self.num_obs_steps > 1)
+                               action_convention="rlds", stateful=self.num_obs_steps > 1,
+                               sticky_gripper_repeats=10)  # SpatialVLA's SimplerEnv script holds 10 steps
 
     def reset(self) -> None:
         self.history.clear()

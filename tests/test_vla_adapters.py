@@ -137,6 +137,17 @@ def test_spatialvla_chunk_and_inputs_come_from_the_processor():
     assert model.inputs["pixel_values"].dtype == torch.bfloat16 and model.inputs["input_ids"].dtype == torch.long
 
 
+def test_spatialvla_holds_the_google_sticky_gripper_10_steps():
+    from evalkit.parallel import postprocessor_for
+    from evalkit.suite import Suite
+
+    policy = SpatialVLAPolicy.with_model(FakeSpatialProcessor(), FakeSpatialModel(), unnorm_key="bridge_orig")
+    google = Suite("g", 10, 1, "G", [], None, robot="google_robot")
+    post = postprocessor_for(google, policy.spec)
+    grips = [post(np.array([0, 0, 0, 0, 0, 0, g]))[6] for g in [1.0] + [0.0] * 12]
+    assert post.name.endswith("sticky_gripper(10)") and grips[1:11] == [1.0] * 10 and grips[11] == 0.0
+
+
 def test_spatialvla_keeps_an_observation_window_per_episode():
     processor = FakeSpatialProcessor(num_obs_steps=2)
     policy = SpatialVLAPolicy.with_model(processor, FakeSpatialModel(), unnorm_key="fractal20220817_data")
