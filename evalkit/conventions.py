@@ -124,21 +124,17 @@ class Postprocessor:
             raise ValueError(f"unknown action convention {convention!r}; known: {', '.join(CONVENTIONS)}")
         self.robot, self.convention = robot, convention
         self.sticky = StickyGripper(sticky_repeats) if robot == "google_robot" else None
-
-    @property
-    def name(self) -> str:
-        if self.convention == "native" or self.robot == "generic":
-            return "identity"
-        return {"libero": "libero_gripper", "widowx": "euler_to_axis_angle+widowx_gripper",
-                "google_robot": f"euler_to_axis_angle+sticky_gripper({self.sticky.repeats if self.sticky else 0})"
-                }[self.robot]
+        self.identity = convention == "native" or robot == "generic"
+        self.name = "identity" if self.identity else {
+            "libero": "libero_gripper", "widowx": "euler_to_axis_angle+widowx_gripper",
+            "google_robot": f"euler_to_axis_angle+sticky_gripper({sticky_repeats})"}[robot]
 
     def reset(self) -> None:
         if self.sticky is not None:
             self.sticky.reset()
 
     def __call__(self, action: np.ndarray) -> np.ndarray:
-        if self.name == "identity":
+        if self.identity:
             return action
         out = np.array(action, dtype=np.float64, copy=True)
         if self.robot == "libero":  # LIBERO data already holds the controller's rotation delta

@@ -38,6 +38,12 @@ class Observation:
     episode_key: str = ""
     step: int = 0
 
+    def image(self, camera: str) -> np.ndarray:
+        """One camera's frame; a missing camera names the ones present (adapters take camera=...)."""
+        if camera not in self.images:
+            raise KeyError(f"observation has no {camera!r} image (has {sorted(self.images)}); pass camera=...")
+        return self.images[camera]
+
 
 @dataclass(frozen=True)
 class PolicySpec:

@@ -31,7 +31,7 @@ def checkpoint_file(path_or_id: str | Path, filename: str, required: bool = True
         if required:
             raise CheckpointError(f"checkpoint folder {path_or_id} has no {filename}")
         return None
-    if Path(path_or_id).expanduser().exists() or str(path_or_id).startswith(("/", ".", "~")):
+    if Path(path_or_id).expanduser().exists() or looks_like_path(path_or_id):
         raise CheckpointError(f"checkpoint {path_or_id} is not a folder (expected a local checkpoint folder "
                               f"or a hub id like 'declare-lab/nora')")
     return _hub_file(str(path_or_id), filename, required)
@@ -57,6 +57,20 @@ def _hub_file(repo_id: str, filename: str, required: bool) -> Optional[Path]:
         return None
     except Exception as exc:  # repository not found, gated, HTTP errors: keep the cause, name the file
         raise CheckpointError(f"cannot fetch {filename} of hub repo {repo_id}: {type(exc).__name__}: {exc}") from exc
+
+
+def looks_like_path(path_or_id: str | Path) -> bool:
+    """A string the user meant as a local path (hub ids never start like this)."""
+    return str(path_or_id).startswith(("/", ".", "~"))
+
+
+def default_device(device: Optional[str] = None) -> str:
+    """The given device, else cuda when available, else cpu."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def torch_dtype(name: str):

@@ -20,7 +20,7 @@ import numpy as np
 from evalkit.conventions import resize_image
 from evalkit.types import NoAction, Observation, PolicySpec
 from policies.fast import FastCodec
-from policies.hub import CheckpointError, checkpoint_file, is_local, torch_dtype
+from policies.hub import CheckpointError, checkpoint_file, default_device, is_local, torch_dtype
 from policies.nora_actions import decode_actions
 from policies.normalization import ActionStats, read_action_stats
 
@@ -71,10 +71,38 @@ class QwenInputs:
 
 def model_image(obs: Observation, camera: str, resize: str = "lanczos") -> np.ndarray:
     """The camera frame (already upright for models) resized to 224x224 as the reference does."""
-    if camera not in obs.images:
-        raise KeyError(f"observation has no {camera!r} image (has {sorted(obs.images)}); pass camera=...")
-    image = obs.images[camera]
+    image = obs.image(camera)
     return image if image.shape[:2] == (IMAGE_SIZE, IMAGE_SIZE) else resize_image(image, IMAGE_SIZE, resize)
+
+
+def model_batch(inputs: QwenInputs, observations: Sequence[Observation], instructions: Sequence[str], camera: str,
+                resize: str, device: str, padding_side: str = "left") -> dict:
+    """Model inputs for a batch of observations, on the model's device."""
+    batch = inputs([model_image(o, camera, resize) for o in observations], instructions, padding_side)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def greedy_new_tokens(model, batch: dict, max_new_tokens: int) -> list[list[int]]:
+    """Greedy generation, as the reference; returns the new token ids of each row."""
+    import torch
+
+    with torch.no_grad():
+        out = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens)
+    return out[:, batch["input_ids"].shape[1]:].tolist()
+
+
+def chunk_or_reason(generated: Sequence[int], codec: FastCodec, stats: ActionStats, horizon: int,
+                    first_action_id: int, respect_mask: bool, model_name: str):
+    """Decoded, unnormalised (horizon, 7) actions, or NoAction saying why they could not be decoded."""
+    decoded = decode_actions(generated, codec, stats, horizon, first_action_id, respect_mask=respect_mask)
+    if not decoded.ok:
+        return NoAction(f"{model_name} output did not decode to {horizon}x7 actions: {decoded.error}")
+    return decoded.actions
+
+
+def default_max_new_tokens(horizon: int, given: Optional[int]) -> int:
+    # Each step is 7 DCT coefficients before BPE; 16 tokens per step is ample and bounds a runaway.
+    return int(given or 16 * horizon + 16)
 
 
 # -- loading -----------------------------------------------------------------------------------
@@ -125,14 +153,6 @@ def resolve_horizon(checkpoint, codec: FastCodec, time_horizon: Optional[int]) -
     return 5 if "long" in Path(str(checkpoint)).name.lower() else 1
 
 
-def default_device(device: Optional[str]) -> str:
-    if device is not None:
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 # -- the policy --------------------------------------------------------------------------------
 
 class NoraPolicy:
@@ -156,8 +176,7 @@ class NoraPolicy:
         self.stats = load_stats(checkpoint, norm_stats, unnorm_key)
         self.codec = load_fast(checkpoint, fast_tokenizer)
         self.horizon = resolve_horizon(checkpoint, self.codec, time_horizon)
-        # Each step is 7 DCT coefficients before BPE; 16 tokens per step is ample and bounds a runaway.
-        self.max_new_tokens = int(max_new_tokens or 16 * self.horizon + 16)
+        self.max_new_tokens = default_max_new_tokens(self.horizon, max_new_tokens)
         self.tokenizer, image_processor = load_tokenizer_and_images(checkpoint)
         self.inputs = QwenInputs(self.tokenizer, image_processor)
         self.first_action_id = action_token_id(self.tokenizer)
@@ -185,20 +204,12 @@ class NoraPolicy:
 
     def generate(self, observations: Sequence[Observation], instructions: Sequence[str]) -> list[list[int]]:
         """Greedy generation for a batch; returns the new token ids of each row."""
-        import torch
-
-        batch = self.inputs([model_image(o, self.camera, self.resize) for o in observations], instructions)
-        batch = {k: v.to(self.device) for k, v in batch.items()}
-        with torch.no_grad():
-            out = self.model.generate(**batch, do_sample=False, max_new_tokens=self.max_new_tokens)
-        return out[:, batch["input_ids"].shape[1]:].tolist()
+        batch = model_batch(self.inputs, observations, instructions, self.camera, self.resize, self.device)
+        return greedy_new_tokens(self.model, batch, self.max_new_tokens)
 
     def decode(self, generated: Sequence[int]):
-        decoded = decode_actions(generated, self.codec, self.stats, self.horizon, self.first_action_id,
-                                 respect_mask=self.respect_mask)
-        if not decoded.ok:
-            return NoAction(f"NORA output did not decode to {self.horizon}x7 actions: {decoded.error}")
-        return decoded.actions
+        return chunk_or_reason(generated, self.codec, self.stats, self.horizon, self.first_action_id,
+                               self.respect_mask, "NORA")
 
 
 def action_token_id(tokenizer) -> int:

@@ -27,12 +27,11 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from evalkit.types import NoAction, Observation, PolicySpec
+from evalkit.types import Observation, PolicySpec
 from policies.fast import FastCodec
-from policies.hub import CheckpointError, checkpoint_file, torch_dtype
-from policies.nora import (DEFAULT_FAST, QwenInputs, action_token_id, default_device, load_stats,
-                           load_tokenizer_and_images, model_image)
-from policies.nora_actions import decode_actions
+from policies.hub import CheckpointError, checkpoint_file, default_device, torch_dtype
+from policies.nora import (DEFAULT_FAST, QwenInputs, action_token_id, chunk_or_reason, default_max_new_tokens,
+                           greedy_new_tokens, load_stats, load_tokenizer_and_images, model_batch)
 from policies.normalization import unnormalize
 
 MODEL_FILE = "model.safetensors"
@@ -295,7 +294,7 @@ class Nora15Policy:
         load_weights(self.model, checkpoint_file(checkpoint, MODEL_FILE))
         self.model.to(self.device).eval()
         self.horizon = self.config.action_chunk_length
-        self.max_new_tokens = int(max_new_tokens or 16 * self.horizon + 16)
+        self.max_new_tokens = default_max_new_tokens(self.horizon, max_new_tokens)
         self.spec = PolicySpec(cameras=(camera,), chunk_size=self.horizon, action_dim=self.config.action_dim,
                                action_convention="rlds")
 
@@ -311,13 +310,13 @@ class Nora15Policy:
         return self.act_batch([obs], [instruction])[0]
 
     def act_batch(self, observations: Sequence[Observation], instructions: Sequence[str]) -> list:
-        images = [model_image(o, self.camera, self.resize) for o in observations]
         # generation pads on the left; the expert reads keys, whose M-RoPE positions must not
         # shift with padding, so its batch pads on the right (pad keys are masked out)
-        batch = self.inputs(images, instructions, padding_side="left" if self.output == "fast" else "right")
-        batch = {k: v.to(self.device) for k, v in batch.items()}
+        batch = model_batch(self.inputs, observations, instructions, self.camera, self.resize, self.device,
+                            padding_side="left" if self.output == "fast" else "right")
         if self.output == "fast":
-            return self._fast_actions(batch)
+            return [chunk_or_reason(ids, self.codec, self.stats, self.horizon, self.first_action_id, True, "NORA-1.5")
+                    for ids in greedy_new_tokens(self.model.vlm, batch, self.max_new_tokens)]
         noise = torch.stack([self._noise(o) for o in observations]).to(self.device, self.model.action_in_proj.weight.dtype)
         normalised = self.model.sample(batch, noise, self.flow_steps).float().cpu().numpy()
         return [unnormalize(chunk, self.stats, respect_mask=True) for chunk in normalised]
@@ -326,16 +325,6 @@ class Nora15Policy:
         seed = (self.seed * 1_000_003 + zlib.crc32(obs.episode_key.encode()) * 7919 + obs.step) % 2**63
         generator = torch.Generator().manual_seed(seed)
         return torch.randn(self.horizon, self.config.action_dim, generator=generator)
-
-    def _fast_actions(self, batch: dict) -> list:
-        with torch.no_grad():
-            out = self.model.vlm.generate(**batch, do_sample=False, max_new_tokens=self.max_new_tokens)
-        actions = []
-        for ids in out[:, batch["input_ids"].shape[1]:].tolist():
-            decoded = decode_actions(ids, self.codec, self.stats, self.horizon, self.first_action_id,
-                                     respect_mask=True)
-            actions.append(decoded.actions if decoded.ok else NoAction(f"NORA-1.5 FAST output: {decoded.error}"))
-        return actions
 
 
 def save_checkpoint(model: Nora15Model, folder: Path) -> None:

@@ -19,7 +19,8 @@ import numpy as np
 
 from evalkit.conventions import resize_image
 from evalkit.types import Observation, PolicySpec
-from policies.hub import CheckpointError, checkpoint_file, is_local, torch_dtype
+from policies.hub import (CheckpointError, checkpoint_file, default_device, is_local, looks_like_path,
+                          torch_dtype)
 from policies.normalization import ActionStats, read_action_stats, unnormalize
 
 PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
@@ -113,9 +114,7 @@ class OpenVLAPolicy:
         pass
 
     def act(self, obs: Observation, instruction: str) -> np.ndarray:
-        if self.camera not in obs.images:
-            raise KeyError(f"observation has no {self.camera!r} image (has {sorted(obs.images)}); pass camera=...")
-        image = model_image(obs.images[self.camera], self.crop)
+        image = model_image(obs.image(self.camera), self.crop)
         ids = self.generate(image, prompt_for(instruction))
         return tokens_to_action(ids, self.stats)[None]
 
@@ -151,7 +150,7 @@ def norm_stats(model, checkpoint: str) -> dict:
 
 def check_checkpoint(checkpoint: str, model: str) -> None:
     """Refuse a local path that does not exist before importing transformers (seconds) to say so."""
-    if checkpoint.startswith(("/", ".", "~")) and not is_local(checkpoint):
+    if looks_like_path(checkpoint) and not is_local(checkpoint):
         raise CheckpointError(f"{model} checkpoint folder {checkpoint} does not exist; pass a folder holding the "
                               f"checkpoint (config.json, weights, remote code) or a hub id")
 
@@ -165,12 +164,11 @@ def remote_code_error(model: str, checkpoint: str, exc: Exception) -> Checkpoint
 def load_openvla(checkpoint: str, device: str = "", dtype: str = "auto"):
     """(processor, model) through the checkpoint's remote code; errors name what is missing."""
     check_checkpoint(checkpoint, "OpenVLA")
-    import torch
     import transformers
 
     # transformers 5 dropped AutoModelForVision2Seq, the class OpenVLA's config maps to its model.
     auto_model = getattr(transformers, "AutoModelForVision2Seq", None) or transformers.AutoModelForImageTextToText
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(device)
     try:
         processor = transformers.AutoProcessor.from_pretrained(checkpoint, trust_remote_code=True)
         model = auto_model.from_pretrained(checkpoint, trust_remote_code=True, torch_dtype=torch_dtype(dtype),

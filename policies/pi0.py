@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from evalkit.types import Observation, PolicySpec
+from policies.hub import default_device
 
 LIBERO_CAMERAS = ("agentview", "robot0_eye_in_hand")
 LIBERO_STATE = ("eef_pos", "eef_quat", "gripper_qpos")
@@ -104,7 +105,7 @@ class LeRobotPI0Policy:
     def __init__(self, checkpoint: str = "lerobot/pi0_libero_finetuned", device: str = "", image_size: int = 224):
         torch, policy_class, processors = _import_lerobot()
         self.torch = torch
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = default_device(device)
         self.image_size = int(image_size)
         try:
             self.model = policy_class.from_pretrained(checkpoint).to(self.device).eval()

@@ -20,7 +20,7 @@ import numpy as np
 
 from evalkit.conventions import resize_image
 from evalkit.types import Observation, PolicySpec
-from policies.hub import torch_dtype
+from policies.hub import default_device, torch_dtype
 from policies.openvla import check_checkpoint, remote_code_error
 
 IMAGE_SIZE = 224
@@ -85,9 +85,7 @@ class SpatialVLAPolicy:
         return [Image.fromarray(f) for f in chosen]
 
     def act(self, obs: Observation, instruction: str) -> np.ndarray:
-        if self.camera not in obs.images:
-            raise KeyError(f"observation has no {self.camera!r} image (has {sorted(obs.images)}); pass camera=...")
-        inputs = self.processor(images=self.frames(obs.images[self.camera]), text=instruction,
+        inputs = self.processor(images=self.frames(obs.image(self.camera)), text=instruction,
                                 unnorm_key=self.unnorm_key, return_tensors="pt", do_normalize=False)
         inputs = self._to_model(inputs)
         outputs = self.model.predict_action(inputs)
@@ -111,10 +109,9 @@ class SpatialVLAPolicy:
 def load_spatialvla(checkpoint: str, device: str = "", dtype: str = "auto"):
     """(processor, model) through the checkpoint's remote code (AutoProcessor + AutoModel)."""
     check_checkpoint(checkpoint, "SpatialVLA")
-    import torch
     from transformers import AutoModel, AutoProcessor
 
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device(device)
     try:
         processor = AutoProcessor.from_pretrained(checkpoint, trust_remote_code=True)
         model = AutoModel.from_pretrained(checkpoint, trust_remote_code=True, torch_dtype=torch_dtype(dtype))
