@@ -1,4 +1,4 @@
-"""Command line: `evalkit run`, `evalkit report`, `evalkit list`."""
+"""Command line: `evalkit run`, `report`, `compare`, `sweep`, `doctor`, `list`, ..."""
 
 from __future__ import annotations
 
@@ -31,11 +31,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--policy", help="policy name (default oracle)")
     run.add_argument("--policy-arg", dest="policy_args", action="append", metavar="KEY=VALUE",
                      help="policy argument, repeatable (e.g. checkpoint=PATH)")
-    run.add_argument("--mode", help="chunk execution: open_loop | receding:K | ensemble:TEMP")
+    run.add_argument("--mode", help="chunk execution: open_loop | receding:K | ensemble:TEMP | reference "
+                                    "(the mode of the policy's published numbers on the suite's robot)")
     run.add_argument("--preset", help="protocol preset (default: the suite's own): " + ", ".join(registry.names("preset")))
     run.add_argument("--max-steps", type=int, help="override the budget (env steps or queries, per the preset)")
     run.add_argument("--budget-unit", choices=["env_steps", "queries"], help="override what the budget counts")
-    run.add_argument("--success-rule", choices=["first", "last"], help="override: end at first success / judge last step")
+    run.add_argument("--success-rule", choices=["first", "chunk_end", "last"],
+                     help="override when success is checked: every step (first success ends the episode), "
+                          "the last step of each chunk, or the episode's last step")
     run.add_argument("--wait-steps", type=int, help="override the number of settling steps")
     run.add_argument("--tasks", help="task ids, comma-separated (default: all)")
     run.add_argument("--episodes-per-task", type=int, help="init states 0..N-1 per task (default: the suite's 50)")
@@ -120,6 +123,13 @@ def _parser() -> argparse.ArgumentParser:
 
     lister = sub.add_parser("list", help="registered suites, policies and protocol presets")
     lister.set_defaults(handler=_cmd_list)
+
+    doctor = sub.add_parser("doctor", help="check this install's simulator physics against the pinned reference "
+                                           "(settled-state fingerprints) and package versions; exit 1 on drift")
+    doctor.add_argument("--suite", dest="suites", help="suites to check, comma-separated (default: every suite "
+                                                        "with a committed reference)")
+    doctor.add_argument("--assets", help="LIBERO/SimplerEnv assets folder or tarball")
+    doctor.set_defaults(handler=_cmd_doctor)
     return parser
 
 
@@ -231,6 +241,12 @@ def _cmd_pairs(args) -> int:
     count = write_pairs(policy, episodes, settings, args.out, world, progress=not args.no_progress)
     print(f"wrote {count} preference pairs ({settings.variant}, k={settings.k}) to {args.out}")
     return 0
+
+
+def _cmd_doctor(args) -> int:
+    from evalkit.doctor import doctor
+
+    return doctor([s for s in args.suites.split(",") if s] if args.suites else None, args.assets)
 
 
 def _cmd_list(args) -> int:

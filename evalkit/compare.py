@@ -17,6 +17,7 @@ from math import comb
 from pathlib import Path
 from typing import Optional
 
+from evalkit.protocol import same_protocol
 from evalkit.report import render
 from evalkit.store import ResultStore, read_export
 from evalkit.types import EpisodeResult
@@ -84,7 +85,7 @@ def pair_runs(baseline_dir, candidate_dir) -> list[tuple[EpisodeResult, EpisodeR
     """Episode-by-episode pairs; raises NotComparable saying what differs."""
     base_sem, base = load_run(baseline_dir)
     cand_sem, cand = load_run(candidate_dir)
-    if base_sem.get("protocol") != cand_sem.get("protocol"):
+    if not same_protocol(base_sem.get("protocol"), cand_sem.get("protocol")):
         raise NotComparable(f"different protocols: baseline {base_sem.get('protocol')}, "
                             f"candidate {cand_sem.get('protocol')}")
     base_suites = {r.suite for r in base.values()}
@@ -96,7 +97,20 @@ def pair_runs(baseline_dir, candidate_dir) -> list[tuple[EpisodeResult, EpisodeR
         raise NotComparable(f"different episodes (init states or seeds): {len(missing)} only in the baseline "
                             f"(e.g. {missing[:3]}), {len(extra)} only in the candidate (e.g. {extra[:3]}); "
                             "finish both runs or compare runs of the same episode grid")
-    return [(base[key], cand[key]) for key in sorted(base)]
+    pairs = [(base[key], cand[key]) for key in sorted(base)]
+    _check_same_physics(pairs)
+    return pairs
+
+
+def _check_same_physics(pairs) -> None:
+    """Refuse runs whose episodes settled differently: another simulator version, other physics."""
+    drifted = sorted({f"{b.suite} task {b.task_id}" for b, c in pairs
+                      if b.settle_fingerprint and c.settle_fingerprint and b.settle_fingerprint != c.settle_fingerprint})
+    if drifted:
+        raise NotComparable(
+            f"the simulator settled episodes differently (settled-state fingerprints differ) in {len(drifted)} "
+            f"task(s): {', '.join(drifted)}. The runs were made on different physics (simulator versions?); "
+            "`evalkit doctor` on each machine says which packages differ from the pinned ones")
 
 
 def compare(baseline_dir, candidate_dir, alpha: float = 0.05, threshold_pp: float = 0.0) -> tuple[int, str]:

@@ -25,16 +25,27 @@ def widowx_gripper(open_prob: np.ndarray) -> np.ndarray:
     return 2.0 * (np.asarray(open_prob, dtype=np.float64) > 0.5) - 1.0
 
 
+STICKY_VARIANTS = ("every_step", "on_sticky_start")
+
+
 class StickyGripper:
     """Google robot gripper: relative command (previous - current), made "sticky".
 
     A relative change larger than 0.5 is repeated for `repeats` steps (15 in OpenVLA's and
     NORA-1.5's SimplerEnv policies, 10 in SpatialVLA's) before new changes are followed.
+    Two reference variants differ in when "previous" is updated:
+      every_step: on every step (SimplerEnv's OpenVLA, RT-1 and Octo adapters), so only a jump
+        of more than 0.5 between two consecutive steps triggers;
+      on_sticky_start: on the first step and whenever a sticky action starts (NORA-1.5's fork and
+        the SpatialVLA/CogACT/pi0 adapters of SimplerEnv-OpenVLA: "fix a bug in the SIMPLER
+        code"), so a slow ramp triggers once it has drifted 0.5 from the last held value.
     Per-episode state: call reset() before each episode.
     """
 
-    def __init__(self, repeats: int = 15):
-        self.repeats = repeats
+    def __init__(self, repeats: int = 15, variant: str = "every_step"):
+        if variant not in STICKY_VARIANTS:
+            raise ValueError(f"unknown sticky gripper variant {variant!r}; known: {', '.join(STICKY_VARIANTS)}")
+        self.repeats, self.variant = repeats, variant
         self.reset()
 
     def reset(self) -> None:
@@ -46,9 +57,11 @@ class StickyGripper:
     def __call__(self, open_prob: float) -> float:
         current = float(open_prob)
         relative = 0.0 if self.previous is None else self.previous - current
-        self.previous = current
+        if self.previous is None or self.variant == "every_step":
+            self.previous = current
         if abs(relative) > 0.5 and not self.sticking:
             self.sticking, self.sticky_value = True, relative
+            self.previous = current
         if self.sticking:
             self.repeat_count += 1
             relative = self.sticky_value
@@ -117,17 +130,17 @@ class Postprocessor:
     Suites declare their robot. One instance per episode (the sticky gripper has state).
     """
 
-    def __init__(self, robot: str, convention: str, sticky_repeats: int = 15):
+    def __init__(self, robot: str, convention: str, sticky_repeats: int = 15, sticky_variant: str = "every_step"):
         if robot not in ROBOTS:
             raise ValueError(f"unknown robot {robot!r}; known: {', '.join(ROBOTS)}")
         if convention not in CONVENTIONS:
             raise ValueError(f"unknown action convention {convention!r}; known: {', '.join(CONVENTIONS)}")
         self.robot, self.convention = robot, convention
-        self.sticky = StickyGripper(sticky_repeats) if robot == "google_robot" else None
+        self.sticky = StickyGripper(sticky_repeats, sticky_variant) if robot == "google_robot" else None
         self.identity = convention == "native" or robot == "generic"
         self.name = "identity" if self.identity else {
             "libero": "libero_gripper", "widowx": "euler_to_axis_angle+widowx_gripper",
-            "google_robot": f"euler_to_axis_angle+sticky_gripper({sticky_repeats})"}[robot]
+            "google_robot": f"euler_to_axis_angle+sticky_gripper({sticky_repeats},{sticky_variant})"}[robot]
 
     def reset(self) -> None:
         if self.sticky is not None:

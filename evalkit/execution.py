@@ -112,6 +112,11 @@ class Ensemble(ChunkedPolicy):
         return f"ensemble:{self.temp:g}"
 
 
+# `--mode reference`: the mode the policy's published numbers used (PolicySpec.reference_modes),
+# resolved per run by the suites' robot (evalkit.run.resolve_mode) and recorded resolved.
+REFERENCE_MODE = "reference"
+
+
 def parse_mode(mode: str) -> tuple[str, Optional[float]]:
     """'open_loop' | 'receding:K' | 'ensemble:TEMP' -> (name, parameter)."""
     name, _, arg = mode.partition(":")

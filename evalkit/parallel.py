@@ -61,7 +61,30 @@ class WorkerConfig:
 
 def postprocessor_for(suite, spec: PolicySpec) -> Postprocessor:
     """The action postprocessor for a policy's convention on a suite's robot."""
-    return Postprocessor(suite.robot, spec.action_convention, spec.sticky_gripper_repeats)
+    return Postprocessor(suite.robot, spec.action_convention, spec.sticky_gripper_repeats, spec.sticky_gripper_variant)
+
+
+def image_path_for(suite, spec: PolicySpec) -> str:
+    """The named image path for a policy on a suite's robot (see PolicySpec.image_path)."""
+    if spec.image_path != "reference":
+        return spec.image_path
+    paths = dict(spec.image_paths)
+    return paths.get(suite.robot, paths.get("*", "none"))
+
+
+class ImagePreparer:
+    """Applies a named image path (evalkit.images) to every camera frame of an observation."""
+
+    def __init__(self, path: str, size: int):
+        from evalkit.images import IMAGE_PATHS
+
+        if path not in IMAGE_PATHS:
+            raise ValueError(f"unknown image path {path!r}; known: {', '.join(sorted(IMAGE_PATHS))}")
+        self.path, self.size, self.function = path, size, IMAGE_PATHS[path]
+
+    def __call__(self, obs) -> None:
+        if self.path != "none":
+            obs.images = {camera: self.function(image, self.size) for camera, image in obs.images.items()}
 
 
 def episode_error(episode: EpisodeSpec, message: str) -> EpisodeResult:
@@ -84,8 +107,10 @@ class EpisodeWorker:
         except Exception:
             return episode_error(episode, "could not build the env:\n" + traceback.format_exc())
         video = self.config.video_dir is not None
-        post = postprocessor_for(self.config.suites[episode.suite], self.config.spec)
-        result, frames = run_episode(env, self.policy, episode, self.config.protocol, video, post)
+        suite = self.config.suites[episode.suite]
+        post = postprocessor_for(suite, self.config.spec)
+        images = ImagePreparer(image_path_for(suite, self.config.spec), self.config.spec.image_size)
+        result, frames = run_episode(env, self.policy, episode, self.config.protocol, video, post, images)
         if hasattr(env, "episode_stats") and result.termination in ("success", "budget"):
             result.stats = env.episode_stats()  # suite-specific (SimplerEnv Bridge: partial success)
         if frames:

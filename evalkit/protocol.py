@@ -10,7 +10,10 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 BudgetUnit = Literal["env_steps", "queries"]
-SuccessRule = Literal["first", "last"]
+SuccessRule = Literal["first", "chunk_end", "last"]
+GripperRule = Literal["as_mapped", "nonneg_closes"]
+SUCCESS_RULES = ("first", "chunk_end", "last")
+GRIPPER_RULES = ("as_mapped", "nonneg_closes")
 
 
 @dataclass(frozen=True)
@@ -24,9 +27,23 @@ class Protocol:
     # "env_steps": the budget counts env steps; "queries": it counts policy queries
     # (each executing a whole chunk), as in NORA's LIBERO script.
     budget_unit: BudgetUnit = "env_steps"
-    # "first": success ends the episode at the first successful step;
+    # When success is checked:
+    # "first": after every env step; the first successful step ends the episode (OpenVLA, openpi);
+    # "chunk_end": after the last step of each executed chunk only, i.e. right before the next
+    #   query and at the end of the budget (NORA's LIBERO script: a success undone later in the
+    #   chunk does not count, and the steps of the rest of the chunk are run and counted);
     # "last": run to the budget and judge the final step only (SimplerEnv).
     success_rule: SuccessRule = "first"
+    # Applied to the executed gripper command after the suite's mapping:
+    # "as_mapped": as the suite's postprocessor left it;
+    # "nonneg_closes": any value >= 0 becomes +1 (close), as NORA's LIBERO script's
+    #   `np.where(a >= 0, 1, a)`: a model gripper of exactly 0.5 maps to 0, then to close.
+    gripper_rule: GripperRule = "as_mapped"
+    # The simulator's own step limit, counting every env step of the episode including the
+    # wait steps, or None. robosuite's horizon (LIBERO's default 1000, with ignore_done=False)
+    # makes the env raise on the step after it, which the reference scripts catch and count as
+    # a failure; it binds only when budget x chunk exceeds it (NORA-LONG: 500 queries x 5).
+    sim_horizon: Optional[int] = None
     description: str = ""
 
     def budget_for(self, suite_max_steps: int) -> int:
@@ -42,13 +59,29 @@ class Protocol:
     def validate(self) -> None:
         if self.budget_unit not in ("env_steps", "queries"):
             raise ValueError(f"budget_unit must be 'env_steps' or 'queries', got {self.budget_unit!r}")
-        if self.success_rule not in ("first", "last"):
-            raise ValueError(f"success_rule must be 'first' or 'last', got {self.success_rule!r}")
+        if self.success_rule not in SUCCESS_RULES:
+            raise ValueError(f"success_rule must be one of {', '.join(SUCCESS_RULES)}; got {self.success_rule!r}")
+        if self.gripper_rule not in GRIPPER_RULES:
+            raise ValueError(f"gripper_rule must be one of {', '.join(GRIPPER_RULES)}; got {self.gripper_rule!r}")
+        if self.sim_horizon is not None and self.sim_horizon <= self.wait_steps:
+            raise ValueError(f"sim_horizon ({self.sim_horizon}) must exceed wait_steps ({self.wait_steps})")
         if self.wait_steps < 0 or (self.budget is not None and self.budget < 1):
             raise ValueError("wait_steps must be >= 0 and budget >= 1")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "Protocol":
+        """A stored protocol; fields that older records lack take their defaults."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def same_protocol(a: dict, b: dict) -> bool:
+    """Whether two stored protocols are the same (an older record's missing fields count as defaults)."""
+    strip = lambda p: {k: v for k, v in p.to_dict().items() if k != "description"}  # noqa: E731
+    return strip(Protocol.from_dict(a or {"name": "?"})) == strip(Protocol.from_dict(b or {"name": "?"}))
 
 
 OPENVLA = Protocol(
@@ -61,8 +94,13 @@ NORA = Protocol(
     name="nora",
     budget=500,
     budget_unit="queries",
-    description="NORA's LIBERO script: 500 policy queries per episode whatever the suite, "
-    "each executing the whole chunk; episode ends at first success",
+    success_rule="chunk_end",
+    gripper_rule="nonneg_closes",
+    sim_horizon=1000,
+    description="NORA's LIBERO script (declare-lab/nora experiments/libero/run_libero_eval_nora.py): "
+    "10 wait steps, then up to 500 policy queries whatever the suite, each executing the whole chunk; "
+    "success is LIBERO's done at the chunk's last step; gripper >= 0 closes; robosuite's horizon "
+    "(1000 env steps, wait steps included) ends the episode as a failure",
 )
 
 SIMPLER = Protocol(

@@ -142,20 +142,55 @@ def report_runs(run_dirs: Sequence, fmt: str = "markdown", sim2real: Sequence[st
             results.extend(run_results)
             families.update({name: info["family"] for name, info in store.meta("suites", {}).items()})
             notes.append(describe_stored_run(run_dir, store))
+            notes.extend(drift_notes(run_dir, store.meta("reference_fingerprints", {}), run_results))
             notes.extend(simpler_report.deviation_notes(run_dir, store.meta("suites", {}), run_results))
             per_run.append((Path(run_dir).name, run_results))
     sections = simpler_report.simpler_sections(per_run, sim2real)
     return full_report(results, families, fmt, notes=[] if fmt == "csv" else notes, extra_sections=sections)
 
 
+SUCCESS_CHECKS = {"first": "every step (first success ends the episode)", "chunk_end": "each chunk's last step",
+                  "last": "the episode's last step"}
+
+
 def describe_stored_run(run_dir, store) -> str:
     identity, semantics = store.meta("identity", {}), store.meta("semantics", {})
     proto = semantics.get("protocol", {})
     args = f" {identity['policy_args']}" if identity.get("policy_args") else ""
-    return (f"{run_dir}: policy {identity.get('policy')}{args}, mode {semantics.get('execution_mode')}, "
+    mode = semantics.get("execution_mode")
+    if semantics.get("mode_requested") == "reference":
+        mode = f"{mode} (the policy's reference mode)"
+    rules = [f"success checked at {SUCCESS_CHECKS.get(proto.get('success_rule'), proto.get('success_rule'))}"]
+    if proto.get("gripper_rule", "as_mapped") != "as_mapped":
+        rules.append(f"gripper rule {proto['gripper_rule']}")
+    if proto.get("sim_horizon"):
+        rules.append(f"simulator horizon {proto['sim_horizon']} env steps")
+    return (f"{run_dir}: policy {identity.get('policy')}{args}, mode {mode}, "
             f"protocol {proto.get('name')} (wait {proto.get('wait_steps')}, budget "
-            f"{proto.get('budget') or 'suite limit'} {proto.get('budget_unit')}, "
-            f"success at {proto.get('success_rule')} step)" + _postprocess_note(semantics))
+            f"{proto.get('budget') or 'suite limit'} {proto.get('budget_unit')}, {', '.join(rules)})"
+            + _postprocess_note(semantics) + _conventions_note(semantics))
+
+
+def _conventions_note(semantics: dict) -> str:
+    conventions = semantics.get("policy_conventions", {})
+    parts = []
+    paths = {suite: path for suite, path in conventions.get("image_path", {}).items() if path != "none"}
+    if paths:
+        parts.append("image path " + ", ".join(f"{s} {p}" for s, p in paths.items()))
+    if any("sticky" in name for name in semantics.get("action_postprocess", {}).values()):
+        parts.append(f"sticky gripper variant {conventions.get('sticky_gripper_variant', 'every_step')}")
+    return "; " + ", ".join(parts) if parts else ""
+
+
+def drift_notes(run_dir, reference: dict, results: Sequence[EpisodeResult]) -> list[str]:
+    """A warning when episodes settled differently from the committed reference (another simulator)."""
+    drifted = sorted({f"{r.suite} task {r.task_id}" for r in results
+                      if r.settle_fingerprint and reference.get(r.suite, {}).get(r.key, r.settle_fingerprint)
+                      != r.settle_fingerprint})
+    if not drifted:
+        return []
+    return [f"**DRIFTED SIMULATOR** ({run_dir}): the settled states of {', '.join(drifted)} differ from the pinned "
+            "reference; this run's physics is not the published numbers' physics (run `evalkit doctor`)."]
 
 
 def _postprocess_note(semantics: dict) -> str:

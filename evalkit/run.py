@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Optional
 
 from evalkit import registry
-from evalkit.execution import parse_mode
-from evalkit.parallel import EpisodeWorker, ParallelRunner, WorkerConfig, postprocessor_for
+from evalkit.execution import REFERENCE_MODE, parse_mode
+from evalkit.parallel import (EpisodeWorker, ImagePreparer, ParallelRunner, WorkerConfig, image_path_for,
+                              postprocessor_for)
 from evalkit.protocol import Protocol
 from evalkit.runner import describe_run
 from evalkit.store import ResultStore
@@ -116,14 +117,20 @@ def git_revision() -> str:
 
 def execute(config: RunConfig, progress: bool = True) -> Path:
     """Run (or finish) the configured run; returns its directory."""
-    parse_mode(config.mode)  # fail fast on a bad mode
+    if config.mode != REFERENCE_MODE:
+        parse_mode(config.mode)  # fail fast on a bad mode
     protocol = config.protocol()
     suites = [registry.make_suite(name) for name in config.suites]
     policy = registry.make_policy(config.policy, config.policy_args)
+    requested_mode = config.mode
+    config = dataclasses.replace(config, mode=resolve_mode(config.mode, config.policy, policy.spec, suites))
     out = config.out_dir()
-    store = _open_store(out, config, protocol, suites, policy)
-
     episodes = [ep for s in suites for ep in s.episodes(config.tasks, config.episodes_per_task, config.seed)]
+    refuse_overlapping_suites(episodes)
+    for suite in suites:  # an unknown image path fails here, not in every episode
+        ImagePreparer(image_path_for(suite, policy.spec), policy.spec.image_size)
+    store = _open_store(out, config, protocol, suites, policy, requested_mode)
+
     finished = {r.key: r for r in store.results()}
     todo = [ep for ep in episodes if ep.key not in finished]
     if len(todo) < len(episodes):
@@ -146,16 +153,69 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
     return out
 
 
-def _open_store(out: Path, config: RunConfig, protocol: Protocol, suites, policy) -> ResultStore:
+def resolve_mode(mode: str, policy_name: str, spec, suites) -> str:
+    """`reference`: the execution mode the policy's published numbers used on these suites' robot."""
+    if mode != REFERENCE_MODE:
+        return mode
+    declared = dict(spec.reference_modes)
+    missing = sorted({s.robot for s in suites} - set(declared))
+    if missing:
+        raise ValueError(f"policy {policy_name!r} declares no reference execution mode for {', '.join(missing)} suites "
+                         f"(it declares {declared or 'none'}); pass --mode open_loop | receding:K | ensemble:TEMP")
+    modes = {declared[s.robot] for s in suites}
+    if len(modes) > 1:
+        raise ValueError(f"policy {policy_name!r}'s reference modes differ across these suites "
+                         f"({', '.join(f'{s.name}: {declared[s.robot]}' for s in suites)}); run them separately")
+    resolved = modes.pop()
+    parse_mode(resolved)
+    return resolved
+
+
+def refuse_overlapping_suites(episodes) -> None:
+    """Two suites of one run holding the same episode (a SimplerEnv per-task suite inside its full
+    suite) would count it twice and pool the tables; refuse, naming them."""
+    owners: dict = {}
+    for ep in episodes:
+        if not ep.params:  # only suites with parameterised grids share episodes across names
+            continue
+        owner = owners.setdefault((ep.task_name, ep.params), ep.suite)
+        if owner != ep.suite:
+            raise ValueError(f"suites {owner} and {ep.suite} both hold episodes of {ep.task_name} (e.g. init "
+                             f"{ep.init_index}); one run would count them twice. Run only one of them")
+
+
+def _open_store(out: Path, config: RunConfig, protocol: Protocol, suites, policy,
+                requested_mode: Optional[str] = None) -> ResultStore:
     """Bind the run directory to this run's identity and record how the run was made."""
     store = ResultStore(out)
     store.claim(config.identity())
     postprocess = {s.name: postprocessor_for(s, policy.spec).name for s in suites}
-    store.set_meta("semantics", describe_run(protocol, config.mode, postprocess))
+    semantics = describe_run(protocol, config.mode, postprocess)
+    semantics["mode_requested"] = requested_mode or config.mode
+    semantics["policy_conventions"] = policy_conventions(policy.spec, suites)
+    store.set_meta("semantics", semantics)
+    store.set_meta("reference_fingerprints", reference_fingerprints(suites, protocol))
     store.set_meta("suites", {s.name: {"family": s.family, "max_steps": s.max_steps, "robot": s.robot, **s.info} for s in suites})
     store.set_meta("policy_spec", dataclasses.asdict(policy.spec))
     store.start_session(provenance(config))
     return store
+
+
+def policy_conventions(spec, suites) -> dict:
+    """The policy-side choices a number depends on, recorded with the run (and printed by report)."""
+    return {"image_path": {s.name: image_path_for(s, spec) for s in suites}, "image_size": spec.image_size,
+            "sticky_gripper_variant": spec.sticky_gripper_variant, "reference_modes": dict(spec.reference_modes)}
+
+
+def reference_fingerprints(suites, protocol: Protocol) -> dict:
+    """{suite: {episode key: fingerprint}} of the committed reference, when it was made with this
+    run's wait steps: `evalkit report` marks a run whose settled states differ (a drifted simulator)."""
+    out = {}
+    for suite in suites:
+        reference = suite.reference_fingerprints()
+        if reference and reference["wait_steps"] == protocol.wait_steps:
+            out[suite.name] = {k: v["fingerprint"] for k, v in reference["episodes"].items()}
+    return out
 
 
 class _Recorder:

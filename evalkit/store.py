@@ -17,7 +17,10 @@ from typing import Any
 
 from evalkit.types import EpisodeResult
 
-SCHEMA_VERSION = 1
+# v2 added episodes.settle_fingerprint; v1 stores and exports are read (and v1 stores upgraded
+# in place when written to), the missing values reading as "".
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 DB_NAME = "results.sqlite"
 
 _COLUMNS = {
@@ -34,6 +37,7 @@ _COLUMNS = {
     "policy_s": "REAL NOT NULL",
     "error": "TEXT NOT NULL",
     "video": "TEXT NOT NULL",
+    "settle_fingerprint": "TEXT NOT NULL DEFAULT ''",
 }
 
 
@@ -67,11 +71,24 @@ class ResultStore:
             # a table of its own, so that stores written before it existed read unchanged.
             self.db.execute("CREATE TABLE IF NOT EXISTS episode_stats (key TEXT PRIMARY KEY, stats TEXT NOT NULL)")
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (json.dumps(SCHEMA_VERSION),))
+            self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Add the columns an older store lacks (their defaults stand for 'not recorded')."""
+        present = self._present_columns()
+        for name, kind in _COLUMNS.items():
+            if name not in present:
+                self.db.execute(f"ALTER TABLE episodes ADD COLUMN {name} {kind}")
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (json.dumps(SCHEMA_VERSION),))
+
+    def _present_columns(self) -> set[str]:
+        return {row[1] for row in self.db.execute("PRAGMA table_info(episodes)")}
 
     def _check_schema(self) -> None:
         version = self.meta("schema_version")
-        if version is not None and version != SCHEMA_VERSION:
-            raise RunMismatch(f"{self.path} has result schema v{version}; this evalkit reads v{SCHEMA_VERSION}")
+        if version is not None and version not in READABLE_VERSIONS:
+            raise RunMismatch(f"{self.path} has result schema v{version}; this evalkit reads "
+                              f"v{', v'.join(map(str, READABLE_VERSIONS))}")
 
     def meta(self, key: str, default: Any = None) -> Any:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -116,8 +133,9 @@ class ResultStore:
                 self.db.execute("INSERT INTO episode_stats VALUES (?, ?)", (result.key, json.dumps(result.stats)))
 
     def results(self) -> list[EpisodeResult]:
-        rows = self.db.execute(f"SELECT {', '.join(_COLUMNS)} FROM episodes ORDER BY suite, task_id, init_index, seed")
-        results = [_to_result(dict(zip(_COLUMNS, row))) for row in rows]
+        columns = [name for name in _COLUMNS if name in self._present_columns()]  # an older read-only store
+        rows = self.db.execute(f"SELECT {', '.join(columns)} FROM episodes ORDER BY suite, task_id, init_index, seed")
+        results = [_to_result(dict(zip(columns, row))) for row in rows]
         stats = self._stats()
         for result in results:
             result.stats = stats.get(result.key, {})
@@ -165,7 +183,8 @@ def read_export(path: str | Path) -> tuple[dict, list[EpisodeResult]]:
     if not lines or "meta" not in json.loads(lines[0]):
         raise ValueError(f"{path} is not an evalkit export (no meta line); make one with `evalkit export RUN_DIR FILE`")
     meta = json.loads(lines[0])["meta"]
-    if meta.get("schema_version") != SCHEMA_VERSION:
-        raise RunMismatch(f"{path} has result schema v{meta.get('schema_version')}; this evalkit reads v{SCHEMA_VERSION}")
+    if meta.get("schema_version") not in READABLE_VERSIONS:
+        raise RunMismatch(f"{path} has result schema v{meta.get('schema_version')}; this evalkit reads "
+                          f"v{', v'.join(map(str, READABLE_VERSIONS))}")
     rows = [json.loads(line) for line in lines[1:] if line.strip()]
-    return meta, [_to_result({k: row[k] for k in _COLUMNS}) for row in rows]
+    return meta, [_to_result({k: row[k] for k in _COLUMNS if k in row}) for row in rows]

@@ -70,6 +70,9 @@ class Suite:
     robot: str = "generic"  # picks the action postprocessor (evalkit.conventions.Postprocessor)
     preset: str = "openvla"  # the protocol preset of its published numbers, used when the run names none
     control_hz: Optional[float] = None  # env steps per simulated second, where the benchmark fixes it
+    # Committed reference fingerprints of the settled states (evalkit.fingerprint), made with the
+    # pinned simulator versions; None when the suite has none.
+    fingerprint_file: Optional[str] = None
 
     def episodes(
         self, task_ids: Optional[Sequence[int]] = None, episodes_per_task: Optional[int] = None, seed: int = 0
@@ -91,6 +94,24 @@ class Suite:
                     EpisodeSpec(self.name, task_id, task.name, task.instruction, i, seed + i, self.max_steps)
                 )
         return specs
+
+    def doctor_sample(self) -> list[EpisodeSpec]:
+        """The fixed (task, init state) sample `evalkit doctor` fingerprints: init state 0 of every
+        task (at most 10 tasks, evenly spread), so a check takes seconds to a minute."""
+        stride = max(1, len(self.tasks) // 10)
+        return self.episodes(list(range(0, len(self.tasks), stride))[:10], episodes_per_task=1, seed=0)
+
+    def reference_fingerprints(self) -> dict:
+        """{"wait_steps", "versions", "episodes": {key: {"fingerprint", "state"}}} or {} if none."""
+        if not self.fingerprint_file:
+            return {}
+        import json
+        from pathlib import Path
+
+        reference = json.loads(Path(self.fingerprint_file).read_text())
+        entry = reference.get("suites", {}).get(self.name)
+        return {"wait_steps": reference.get("wait_steps", 0), "versions": reference.get("versions", {}),
+                **entry} if entry else {}
 
     def make_env(self, options: EnvOptions) -> SuiteEnv:
         return self.env_factory(self.name, options)

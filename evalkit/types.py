@@ -13,8 +13,9 @@ import numpy as np
 
 ACTION_DIM = 7  # delta xyz, delta axis-angle, gripper (-1 open, +1 close)
 
-# How an episode ended: success; budget (steps or queries used up); error (an exception in
-# the policy or env, traceback kept); invalid_action (a NaN or wrongly shaped chunk).
+# How an episode ended: success; budget (steps or queries used up, or the simulator's own
+# horizon reached); error (an exception in the policy or env, traceback kept); invalid_action
+# (a NaN or wrongly shaped chunk).
 Termination = Literal["success", "budget", "error", "invalid_action"]
 
 
@@ -64,6 +65,21 @@ class PolicySpec:
     # Google robot's sticky gripper: steps a gripper change is held, as in the policy's own
     # SimplerEnv script (15 for OpenVLA and NORA-1.5, 10 for SpatialVLA).
     sticky_gripper_repeats: int = 15
+    # Google robot's sticky gripper, which of the two reference variants: "every_step" (OpenVLA,
+    # RT-1, Octo adapters: the previous gripper value is updated on every step) or
+    # "on_sticky_start" (NORA-1.5's and the SpatialVLA/CogACT/pi0 SimplerEnv adapters: updated
+    # only when a sticky action starts). See evalkit.conventions.StickyGripper.
+    sticky_gripper_variant: str = "every_step"
+    # How camera frames become the model's input image: a named path of evalkit.images (e.g.
+    # "openvla": JPEG round trip + TF lanczos3), applied by the harness before each query and
+    # recorded per suite. "reference": the path of the reference loop for the suite's robot, from
+    # `image_paths` ((robot, path) pairs; robot "*" for any other). "none": frames as rendered.
+    image_path: str = "none"
+    image_paths: tuple = ()
+    image_size: int = 224  # the side of the model's input image, where a path resizes
+    # The execution mode the policy's published numbers used, per robot (Suite.robot), as
+    # (robot, mode) pairs; `--mode reference` picks it (e.g. NORA on LIBERO: open_loop).
+    reference_modes: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -108,6 +124,9 @@ class EpisodeResult:
     video: str = ""
     # Suite-specific episode statistics (SimplerEnv Bridge: partial success, the source object grasped).
     stats: dict = field(default_factory=dict)
+    # Hash of the object poses after the wait steps (evalkit.fingerprint); "" where the suite
+    # offers none. Two runs whose fingerprints differ ran on different physics.
+    settle_fingerprint: str = ""
 
     @property
     def key(self) -> str:

@@ -59,26 +59,54 @@ class RandomPolicy:
 
 
 class ReplayPolicy:
-    """Plays the actions of a file (.npy or whitespace/comma-separated text, shape (T, 7)).
+    """Plays the actions of a file (.npy or whitespace/comma-separated text, shape (T, 7)), or of
+    an .npz holding one (T, 7) array per episode, named by `replay_key(episode key)`.
 
-    Step t of every episode gets row t; past the end it holds still with the last
-    gripper command.
+    Step t of an episode gets row t; past the end it holds still with the last gripper command.
     """
 
     def __init__(self, path: str = "", chunk_size: int = 1):
         if not path:
-            raise ValueError("replay needs an action file: --policy-arg path=actions.npy (shape (T, 7))")
-        self.actions = load_actions(Path(path))
+            raise ValueError("replay needs an action file: --policy-arg path=actions.npy (shape (T, 7)) "
+                             "or actions.npz (one array per episode)")
+        self.per_episode = Path(path).suffix == ".npz"
+        self.actions = load_episode_actions(Path(path)) if self.per_episode else load_actions(Path(path))
         self.spec = PolicySpec(chunk_size=int(chunk_size))
 
     def reset(self) -> None:
         pass
 
     def act(self, obs: Observation, instruction: str) -> np.ndarray:
+        actions = self._actions_of(obs.episode_key)
         rows = np.arange(obs.step, obs.step + self.spec.chunk_size)
-        chunk = self.actions[np.minimum(rows, len(self.actions) - 1)].copy()
-        chunk[rows >= len(self.actions), :-1] = 0.0
+        chunk = actions[np.minimum(rows, len(actions) - 1)].copy()
+        chunk[rows >= len(actions), :-1] = 0.0
         return chunk
+
+    def _actions_of(self, episode_key: str) -> np.ndarray:
+        if not self.per_episode:
+            return self.actions
+        key = replay_key(episode_key)
+        if key not in self.actions:
+            raise KeyError(f"the replay file has no actions for episode {episode_key} (array {key!r}); "
+                           f"it has {len(self.actions)} episodes, e.g. {sorted(self.actions)[:3]}")
+        return self.actions[key]
+
+
+def replay_key(episode_key: str) -> str:
+    """An .npz array name for an episode key ("suite/task/init/seed" -> "suite__task__init__seed")."""
+    return episode_key.replace("/", "__")
+
+
+def load_episode_actions(path: Path) -> dict[str, np.ndarray]:
+    if not path.exists():
+        raise FileNotFoundError(f"replay action file not found: {path}")
+    with np.load(path) as data:
+        actions = {name: np.atleast_2d(np.asarray(data[name], dtype=np.float64)) for name in data.files}
+    bad = [name for name, a in actions.items() if a.shape[1] != ACTION_DIM or len(a) == 0]
+    if bad:
+        raise ValueError(f"{path}: arrays {bad} are not of shape (T, {ACTION_DIM})")
+    return actions
 
 
 def load_actions(path: Path) -> np.ndarray:

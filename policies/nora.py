@@ -17,7 +17,6 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from evalkit.conventions import resize_image
 from evalkit.types import NoAction, Observation, PolicySpec
 from policies.fast import FastCodec
 from policies.hub import CheckpointError, checkpoint_file, default_device, is_local, torch_dtype
@@ -69,16 +68,37 @@ class QwenInputs:
                 "pixel_values": vision["pixel_values"], "image_grid_thw": vision["image_grid_thw"]}
 
 
-def model_image(obs: Observation, camera: str, resize: str = "lanczos") -> np.ndarray:
-    """The camera frame (already upright for models) resized to 224x224 as the reference does."""
+# How NORA's published numbers executed chunks: its LIBERO script runs the whole chunk open-loop
+# (experiments/libero/run_libero_eval_nora.py); its real-WidowX loop executes only action[0] of
+# each chunk (experiments/bridge/run_widowx.py).
+NORA_REFERENCE_MODES = (("libero", "open_loop"), ("widowx", "receding:1"))
+
+
+# How camera frames reach 224x224 in NORA's reference loops (the harness applies the path, see
+# PolicySpec.image_path): its LIBERO script takes OpenVLA's get_libero_image (flip, JPEG round trip,
+# TF lanczos3 to 224; the qwen_vl_utils resize that follows is then a no-op at 224); elsewhere the
+# raw frame goes through qwen_vl_utils (smart_resize, Pillow bicubic).
+NORA_IMAGE_PATHS = (("libero", "openvla"), ("*", "qwen_bicubic"))
+
+
+def model_image(obs: Observation, camera: str, fallback_path: str = "qwen_bicubic") -> np.ndarray:
+    """The camera frame (already upright for models) at 224x224: the harness has applied the image
+    path; a frame of another size (a caller outside the harness) goes through `fallback_path`."""
+    from evalkit.images import prepare
+
     image = obs.image(camera)
-    return image if image.shape[:2] == (IMAGE_SIZE, IMAGE_SIZE) else resize_image(image, IMAGE_SIZE, resize)
+    return image if image.shape[:2] == (IMAGE_SIZE, IMAGE_SIZE) else prepare(fallback_path, image, IMAGE_SIZE)
+
+
+def fallback_image_path(image_path: str, paths: tuple) -> str:
+    """The path an adapter applies itself to frames the harness did not prepare."""
+    return dict(paths).get("*", "none") if image_path == "reference" else image_path
 
 
 def model_batch(inputs: QwenInputs, observations: Sequence[Observation], instructions: Sequence[str], camera: str,
-                resize: str, device: str, padding_side: str = "left") -> dict:
+                image_path: str, device: str, padding_side: str = "left") -> dict:
     """Model inputs for a batch of observations, on the model's device."""
-    batch = inputs([model_image(o, camera, resize) for o in observations], instructions, padding_side)
+    batch = inputs([model_image(o, camera, image_path) for o in observations], instructions, padding_side)
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -107,8 +127,16 @@ def default_max_new_tokens(horizon: int, given: Optional[int]) -> int:
 
 # -- loading -----------------------------------------------------------------------------------
 
+# NORA's LIBERO script unnormalises with the bare suite names (libero_spatial, ...) and OpenVLA's
+# no-noops q01/q99, built into its inference code rather than read from the checkpoint.
+NORA_LIBERO_STATS = Path(__file__).parent / "nora_libero_stats.json"
+
+
 def load_stats(checkpoint, norm_stats: Optional[str], unnorm_key: Optional[str]) -> ActionStats:
-    """q01/q99 stats: a given file, else the checkpoint's norm_stats.json / dataset_statistics.json."""
+    """q01/q99 stats: a given file; else, for a bare LIBERO suite name, NORA's built-in LIBERO
+    statistics (as its LIBERO script); else the checkpoint's norm_stats.json / dataset_statistics.json."""
+    if norm_stats is None and unnorm_key in nora_libero_keys():
+        norm_stats = str(NORA_LIBERO_STATS)
     if norm_stats is not None:
         path = Path(norm_stats)
         if not path.exists():
@@ -119,6 +147,10 @@ def load_stats(checkpoint, norm_stats: Optional[str], unnorm_key: Optional[str])
             raise CheckpointError(f"checkpoint {checkpoint} has none of {', '.join(STATS_FILES)}; "
                                   f"pass --policy-arg norm_stats=PATH")
     return read_action_stats(json.loads(Path(path).read_text()), unnorm_key, str(path))
+
+
+def nora_libero_keys() -> set[str]:
+    return {k for k in json.loads(NORA_LIBERO_STATS.read_text()) if not k.startswith("_")}
 
 
 def load_fast(checkpoint, fast_tokenizer: Optional[str]) -> FastCodec:
@@ -167,10 +199,11 @@ class NoraPolicy:
                  unnorm_key: Optional[str] = None, norm_stats: Optional[str] = None,
                  fast_tokenizer: Optional[str] = None, max_new_tokens: Optional[int] = None,
                  dtype: str = "auto", device: Optional[str] = None, respect_mask: bool = False,
-                 camera: str = "agentview", resize: str = "lanczos"):
+                 camera: str = "agentview", image_path: str = "reference"):
         from transformers import Qwen2_5_VLForConditionalGeneration
 
-        self.checkpoint, self.camera, self.resize = checkpoint, camera, resize
+        self.checkpoint, self.camera = checkpoint, camera
+        self.image_path = fallback_image_path(image_path, NORA_IMAGE_PATHS)
         self.respect_mask = respect_mask  # False: NORA's reference unnormalises every dimension
         self.device = default_device(device)
         self.stats = load_stats(checkpoint, norm_stats, unnorm_key)
@@ -185,7 +218,9 @@ class NoraPolicy:
                 checkpoint, dtype=torch_dtype(dtype), attn_implementation="sdpa").to(self.device).eval()
         except OSError as exc:
             raise CheckpointError(f"cannot load the Qwen2.5-VL weights of {checkpoint}: {exc}") from exc
-        self.spec = PolicySpec(cameras=(camera,), chunk_size=self.horizon, action_convention="rlds")
+        self.spec = PolicySpec(cameras=(camera,), chunk_size=self.horizon, action_convention="rlds",
+                               reference_modes=NORA_REFERENCE_MODES, image_path=image_path,
+                               image_paths=NORA_IMAGE_PATHS, image_size=IMAGE_SIZE)
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str, **options) -> "NoraPolicy":
@@ -204,7 +239,7 @@ class NoraPolicy:
 
     def generate(self, observations: Sequence[Observation], instructions: Sequence[str]) -> list[list[int]]:
         """Greedy generation for a batch; returns the new token ids of each row."""
-        batch = model_batch(self.inputs, observations, instructions, self.camera, self.resize, self.device)
+        batch = model_batch(self.inputs, observations, instructions, self.camera, self.image_path, self.device)
         return greedy_new_tokens(self.model, batch, self.max_new_tokens)
 
     def decode(self, generated: Sequence[int]):

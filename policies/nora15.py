@@ -31,10 +31,18 @@ from evalkit.types import Observation, PolicySpec
 from policies.fast import FastCodec
 from policies.hub import CheckpointError, checkpoint_file, default_device, torch_dtype
 from policies.nora import (DEFAULT_FAST, QwenInputs, action_token_id, chunk_or_reason, default_max_new_tokens,
-                           greedy_new_tokens, load_stats, load_tokenizer_and_images, model_batch)
+                           IMAGE_SIZE, fallback_image_path, greedy_new_tokens, load_stats,
+                           load_tokenizer_and_images, model_batch)
 from policies.normalization import unnormalize
 
 MODEL_FILE = "model.safetensors"
+# NORA-1.5's SimplerEnv fork predicts 5 and executes with temporal ensembling at -0.8 (applied
+# before post-processing); it released no LIBERO loop (its README: plug sample_actions into
+# OpenVLA's run_libero_eval.py, which runs a returned chunk open-loop).
+NORA15_REFERENCE_MODES = (("libero", "open_loop"), ("google_robot", "ensemble:-0.8"), ("widowx", "ensemble:-0.8"))
+# Its images: OpenVLA's LIBERO path there (the loop its README points to); elsewhere TF lanczos3
+# as its dlimp data pipeline and SimplerEnv fork resize.
+NORA15_IMAGE_PATHS = (("libero", "openvla"), ("*", "dlimp_lanczos3"))
 
 
 @dataclass
@@ -278,11 +286,11 @@ class Nora15Policy:
                  unnorm_key: Optional[str] = None, norm_stats: Optional[str] = None,
                  fast_tokenizer: Optional[str] = None, max_new_tokens: Optional[int] = None, seed: int = 0,
                  dtype: str = "auto", device: Optional[str] = None, camera: str = "agentview",
-                 resize: str = "lanczos"):
+                 image_path: str = "reference"):
         if output not in ("flow", "fast"):
             raise ValueError(f"output must be 'flow' (the expert) or 'fast' (backbone tokens), got {output!r}")
         self.output, self.flow_steps, self.seed = output, int(flow_steps), int(seed)
-        self.camera, self.resize = camera, resize
+        self.camera, self.image_path = camera, fallback_image_path(image_path, NORA15_IMAGE_PATHS)
         self.device = default_device(device)
         self.config = ExpertConfig.from_checkpoint(checkpoint)
         self.stats = load_stats(checkpoint, norm_stats, unnorm_key)
@@ -296,7 +304,9 @@ class Nora15Policy:
         self.horizon = self.config.action_chunk_length
         self.max_new_tokens = default_max_new_tokens(self.horizon, max_new_tokens)
         self.spec = PolicySpec(cameras=(camera,), chunk_size=self.horizon, action_dim=self.config.action_dim,
-                               action_convention="rlds")
+                               action_convention="rlds", reference_modes=NORA15_REFERENCE_MODES,
+                               sticky_gripper_variant="on_sticky_start", image_path=image_path,
+                               image_paths=NORA15_IMAGE_PATHS, image_size=IMAGE_SIZE)
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str, **options) -> "Nora15Policy":
@@ -312,7 +322,7 @@ class Nora15Policy:
     def act_batch(self, observations: Sequence[Observation], instructions: Sequence[str]) -> list:
         # generation pads on the left; the expert reads keys, whose M-RoPE positions must not
         # shift with padding, so its batch pads on the right (pad keys are masked out)
-        batch = model_batch(self.inputs, observations, instructions, self.camera, self.resize, self.device,
+        batch = model_batch(self.inputs, observations, instructions, self.camera, self.image_path, self.device,
                             padding_side="left" if self.output == "fast" else "right")
         if self.output == "fast":
             return [chunk_or_reason(ids, self.codec, self.stats, self.horizon, self.first_action_id, True, "NORA-1.5")

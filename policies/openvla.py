@@ -17,7 +17,6 @@ from typing import Optional
 
 import numpy as np
 
-from evalkit.conventions import resize_image
 from evalkit.types import Observation, PolicySpec
 from policies.hub import (CheckpointError, checkpoint_file, default_device, is_local, looks_like_path,
                           torch_dtype)
@@ -72,9 +71,19 @@ def center_crop(image: np.ndarray, area: float = CROP_AREA) -> np.ndarray:
     return np.asarray(resized)
 
 
-def model_image(image: np.ndarray, crop: bool) -> np.ndarray:
+# How frames reach 224x224 (the harness applies the path, see PolicySpec.image_path): OpenVLA's own
+# LIBERO and Bridge loops JPEG-round-trip and resize with TF lanczos3; SimplerEnv's OpenVLA adapter
+# (Google robot, WidowX in simulation) resizes with cv2 INTER_AREA.
+OPENVLA_IMAGE_PATHS = (("libero", "openvla"), ("google_robot", "simpler_openvla"), ("widowx", "simpler_openvla"),
+                       ("*", "openvla"))
+
+
+def model_image(image: np.ndarray, crop: bool, fallback_path: str = "openvla") -> np.ndarray:
+    """The 224x224 input (resized by `fallback_path` when the harness did not), center-cropped."""
     if image.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
-        image = resize_image(image, IMAGE_SIZE, "lanczos")
+        from evalkit.images import prepare
+
+        image = prepare(fallback_path, image, IMAGE_SIZE)
     return center_crop(image) if crop else image
 
 
@@ -108,7 +117,10 @@ class OpenVLAPolicy:
         self.unnorm_key = resolve_unnorm_key(stats, unnorm_key)
         self.stats = read_action_stats(stats, self.unnorm_key, "the checkpoint's norm_stats")
         self.spec = PolicySpec(cameras=(camera,), chunk_size=1, action_dim=len(self.stats.q01),
-                               action_convention="rlds")
+                               action_convention="rlds",  # one action per query: every loop re-plans each step
+                               reference_modes=(("libero", "open_loop"), ("google_robot", "open_loop"),
+                                                ("widowx", "open_loop")),
+                               image_path="reference", image_paths=OPENVLA_IMAGE_PATHS, image_size=IMAGE_SIZE)
 
     def reset(self) -> None:
         pass

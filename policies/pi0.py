@@ -26,6 +26,8 @@ from policies.hub import default_device
 LIBERO_CAMERAS = ("agentview", "robot0_eye_in_hand")
 LIBERO_STATE = ("eef_pos", "eef_quat", "gripper_qpos")
 LAYOUTS = ("libero",)
+# openpi's LIBERO example executes the first 5 actions of each chunk, then re-plans (replan_steps=5).
+PI0_REFERENCE_MODES = (("libero", "receding:5"),)
 
 
 def quat_to_axis_angle(quat_xyzw: np.ndarray) -> np.ndarray:
@@ -84,7 +86,8 @@ class OpenPIPolicy:
         self.image_size = int(image_size)
         self.client = WireClient(url, float(timeout_s), float(reconnect_s))
         self.server_metadata = self.client.metadata
-        self.spec = PolicySpec(cameras=LIBERO_CAMERAS, state_keys=LIBERO_STATE, chunk_size=int(chunk_size))
+        self.spec = PolicySpec(cameras=LIBERO_CAMERAS, state_keys=LIBERO_STATE, chunk_size=int(chunk_size),
+                               reference_modes=PI0_REFERENCE_MODES)
 
     def reset(self) -> None:
         pass  # openpi's server holds no episode state (and would read a control message as an observation)
@@ -116,7 +119,8 @@ class LeRobotPI0Policy:
         self.image_keys = list(getattr(self.model.config, "image_features", {}) or
                                ["observation.images.image", "observation.images.wrist_image"])
         chunk = int(getattr(self.model.config, "n_action_steps", 50))
-        self.spec = PolicySpec(cameras=LIBERO_CAMERAS, state_keys=LIBERO_STATE, chunk_size=chunk)
+        self.spec = PolicySpec(cameras=LIBERO_CAMERAS, state_keys=LIBERO_STATE, chunk_size=chunk,
+                               reference_modes=PI0_REFERENCE_MODES)
 
     def reset(self) -> None:
         self.model.reset()

@@ -18,7 +18,6 @@ from typing import Optional
 
 import numpy as np
 
-from evalkit.conventions import resize_image
 from evalkit.types import Observation, PolicySpec
 from policies.hub import default_device, torch_dtype
 from policies.openvla import check_checkpoint, remote_code_error
@@ -66,7 +65,11 @@ class SpatialVLAPolicy:
         self.history: deque = deque(maxlen=(self.num_obs_steps - 1) * self.obs_delta + 1)
         self.spec = PolicySpec(cameras=(camera,), chunk_size=int(processor.action_chunk_size),
                                action_convention="rlds", stateful=self.num_obs_steps > 1,
-                               sticky_gripper_repeats=10)  # SpatialVLA's SimplerEnv script holds 10 steps
+                               sticky_gripper_repeats=10,  # SpatialVLA's SimplerEnv script holds 10 steps
+                               sticky_gripper_variant="on_sticky_start",  # and updates "previous" only then
+                               reference_modes=(("google_robot", "ensemble:-0.8"), ("widowx", "ensemble:-0.8")),
+                               # its SimplerEnv adapter: cv2.resize(INTER_AREA) to 224
+                               image_path="reference", image_paths=(("*", "cv2_area"),), image_size=IMAGE_SIZE)
 
     def reset(self) -> None:
         self.history.clear()
@@ -76,7 +79,9 @@ class SpatialVLAPolicy:
         while the episode is younger than the window, as the reference pads it)."""
         from PIL import Image
 
-        frame = image if image.shape[:2] == (IMAGE_SIZE, IMAGE_SIZE) else resize_image(image, IMAGE_SIZE, "area")
+        from evalkit.images import cv2_area
+
+        frame = image if image.shape[:2] == (IMAGE_SIZE, IMAGE_SIZE) else cv2_area(image, IMAGE_SIZE)
         if not self.history:
             self.history.extend([frame] * self.history.maxlen)
         else:

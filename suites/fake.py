@@ -17,6 +17,7 @@ TARGETS = [(0.5, 0.5), (-0.5, 0.5), (0.5, -0.5), (-0.5, -0.5)]
 CAMERAS = ("agentview", "robot0_eye_in_hand")
 STEP_SCALE = 0.05  # like LIBERO's OSC controller: action 1.0 moves 5 cm
 SUCCESS_RADIUS = 0.05
+SETTLE_SHIFT = 0.0  # tests change it to stand for a simulator whose physics drifted
 
 
 class FakeEnv:
@@ -30,7 +31,7 @@ class FakeEnv:
         rng = np.random.default_rng(episode.seed * 1000 + episode.init_index)
         self.episode = episode
         self.target = np.array(TARGETS[episode.task_id % len(TARGETS)])
-        self.pos = rng.uniform(-1, 1, size=2)
+        self.pos = rng.uniform(-1, 1, size=2) + SETTLE_SHIFT
         self.t = 0
         self._after_step(render)
 
@@ -67,6 +68,9 @@ class FakeEnv:
 
     def frame(self) -> np.ndarray:
         return self._images["agentview"]
+
+    def settled_state(self) -> dict[str, np.ndarray]:
+        return {"point": self.pos.copy(), "target": self.target.copy()}
 
     def close(self) -> None:
         pass

@@ -17,6 +17,7 @@ Protocol points handled here (see ../shared/PROTOCOLS.md):
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -34,6 +35,10 @@ LIBERO_SUITES = {
     "libero_90": (400, "LIBERO-90"),
 }
 INIT_STATES_PER_TASK = 50
+# Settled-state fingerprints made with the pinned versions (pyproject: mujoco 3.3.2, robosuite
+# 1.4.0), which the file records; `evalkit doctor` compares an install with them.
+# Regenerate: python scripts/make_fingerprints.py libero
+FINGERPRINTS = Path(__file__).parent / "fingerprints" / "libero.json"
 CAMERA_KEYS = {"agentview": "agentview_image", "robot0_eye_in_hand": "robot0_eye_in_hand_image"}
 VIDEO_CAMERA = "agentview"
 
@@ -46,7 +51,8 @@ def libero_suite(name: str) -> Suite:
              for i in range(benchmark.get_num_tasks())]
     max_steps, family = LIBERO_SUITES[name]
     return Suite(name=name, robot="libero", max_steps=max_steps, episodes_per_task=INIT_STATES_PER_TASK, family=family,
-                 tasks=tasks, env_factory=LiberoEnv, info={"simulator": "LIBERO (robosuite 1.4, MuJoCo)"})
+                 tasks=tasks, env_factory=LiberoEnv, info={"simulator": "LIBERO (robosuite 1.4, MuJoCo)"},
+                 fingerprint_file=str(FINGERPRINTS))
 
 
 class _RenderGate:
@@ -175,6 +181,17 @@ class LiberoEnv:
 
     def frame(self) -> np.ndarray:
         return flip_image(self._obs[CAMERA_KEYS[VIDEO_CAMERA]])
+
+    def settled_state(self) -> dict[str, np.ndarray]:
+        """Every named joint's position (objects' free joints: position + quaternion; drawers,
+        knobs and the arm: their angles), for the simulator fingerprint (evalkit.fingerprint)."""
+        sim = self.env.env.sim
+        return {name: np.atleast_1d(sim.data.get_joint_qpos(name)) for name in sim.model.joint_names if name}
+
+    def body_position(self, name: str) -> np.ndarray:
+        """World position of a named body (tests and probes)."""
+        sim = self.env.env.sim
+        return np.array(sim.data.body_xpos[sim.model.body_name2id(name)])
 
     def close(self) -> None:
         if self.env is not None:

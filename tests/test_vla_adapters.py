@@ -145,7 +145,7 @@ def test_spatialvla_holds_the_google_sticky_gripper_10_steps():
     google = Suite("g", 10, 1, "G", [], None, robot="google_robot")
     post = postprocessor_for(google, policy.spec)
     grips = [post(np.array([0, 0, 0, 0, 0, 0, g]))[6] for g in [1.0] + [0.0] * 12]
-    assert post.name.endswith("sticky_gripper(10)") and grips[1:11] == [1.0] * 10 and grips[11] == 0.0
+    assert post.name.endswith("sticky_gripper(10,on_sticky_start)") and grips[1:11] == [1.0] * 10 and grips[11] == 0.0
 
 
 def test_spatialvla_keeps_an_observation_window_per_episode():
