@@ -142,6 +142,7 @@ def report_runs(run_dirs: Sequence, fmt: str = "markdown", sim2real: Sequence[st
             results.extend(run_results)
             families.update({name: info["family"] for name, info in store.meta("suites", {}).items()})
             notes.append(describe_stored_run(run_dir, store))
+            notes.extend(undecodable_notes(run_dir, run_results))
             notes.extend(drift_notes(run_dir, store.meta("reference_fingerprints", {}), run_results))
             notes.extend(simpler_report.deviation_notes(run_dir, store.meta("suites", {}), run_results))
             per_run.append((Path(run_dir).name, run_results))
@@ -168,7 +169,25 @@ def describe_stored_run(run_dir, store) -> str:
     return (f"{run_dir}: policy {identity.get('policy')}{args}, mode {mode}, "
             f"protocol {proto.get('name')} (wait {proto.get('wait_steps')}, budget "
             f"{proto.get('budget') or 'suite limit'} {proto.get('budget_unit')}, {', '.join(rules)})"
-            + _postprocess_note(semantics) + _conventions_note(semantics))
+            + _postprocess_note(semantics) + _conventions_note(semantics) + _settings_note(store.meta("policy_spec", {})))
+
+
+def _settings_note(spec: dict) -> str:
+    settings = spec.get("settings") or []
+    return "; policy settings: " + ", ".join(f"{k} {v}" for k, v in settings) if settings else ""
+
+
+def undecodable_notes(run_dir, results: Sequence[EpisodeResult]) -> list[str]:
+    """Queries whose output did not decode and were executed as the reference code does."""
+    hit = [r for r in results if r.undecodable]
+    if not hit:
+        return []
+    counts: dict = defaultdict(int)
+    for r in hit:
+        counts[f"{r.suite} task {r.task_id}"] += r.undecodable
+    per_task = ", ".join(f"{label}: {n}" for label, n in sorted(counts.items()))
+    return [f"{run_dir}: {sum(r.undecodable for r in hit)} undecodable policy outputs in {len(hit)} of "
+            f"{len(results)} episodes, executed as the reference code does ({per_task})."]
 
 
 def _conventions_note(semantics: dict) -> str:

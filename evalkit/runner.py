@@ -18,7 +18,7 @@ from evalkit.execution import ChunkedPolicy
 from evalkit.fingerprint import settle_fingerprint
 from evalkit.protocol import Protocol
 from evalkit.suite import SuiteEnv
-from evalkit.types import EpisodeResult, EpisodeSpec, Observation, validate_chunk
+from evalkit.types import EpisodeResult, EpisodeSpec, Observation, Undecodable, validate_chunk
 
 WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)  # hold still, gripper open
 
@@ -33,6 +33,7 @@ class _Tally:
     queries: int = 0
     policy_s: float = 0.0
     success: bool = False
+    undecodable: int = 0
     settle_fingerprint: str = ""
     frames: list = field(default_factory=list)
 
@@ -79,6 +80,7 @@ def run_episode(
         policy_s=tally.policy_s,
         error=error,
         settle_fingerprint=tally.settle_fingerprint,
+        undecodable=tally.undecodable,
     )
     return result, tally.frames
 
@@ -138,6 +140,7 @@ def _query(env, policy: ChunkedPolicy, episode: EpisodeSpec, tally: _Tally, prep
     raw = policy.policy.act(obs, episode.instruction)
     tally.policy_s += time.perf_counter() - t0
     tally.queries += 1
+    tally.undecodable += isinstance(raw, Undecodable)
     chunk, problem = validate_chunk(raw, policy.spec)
     if chunk is None:
         raise InvalidAction(f"query {tally.queries} at step {tally.steps}: {problem}")

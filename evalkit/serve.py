@@ -29,7 +29,7 @@ import numpy as np
 
 from evalkit import wire
 from evalkit.policy import act_batch
-from evalkit.types import NoAction, Observation
+from evalkit.types import NoAction, Observation, Undecodable
 
 
 @dataclass
@@ -119,8 +119,13 @@ def _act_group(group: list[_Query]) -> list[np.ndarray]:
 
 
 def _encode_chunk(chunk):
-    """An action array, or {"no_action": reason} for a NoAction (the policy produced no chunk)."""
-    return {"no_action": chunk.reason} if isinstance(chunk, NoAction) else np.asarray(chunk)
+    """An action array; {"no_action": reason} for a NoAction (the policy produced no chunk);
+    {"undecodable": reason, "actions": array} for an Undecodable (executed, and counted)."""
+    if isinstance(chunk, NoAction):
+        return {"no_action": chunk.reason}
+    if isinstance(chunk, Undecodable):
+        return {"undecodable": chunk.reason, "actions": np.asarray(chunk.actions)}
+    return np.asarray(chunk)
 
 
 class PolicyServer:

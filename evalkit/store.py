@@ -17,8 +17,8 @@ from typing import Any
 
 from evalkit.types import EpisodeResult
 
-# v2 added episodes.settle_fingerprint; v1 stores and exports are read (and v1 stores upgraded
-# in place when written to), the missing values reading as "".
+# v2 added episodes.settle_fingerprint and episodes.undecodable; v1 stores and exports are read (and v1 stores upgraded
+# in place when written to), the missing values reading as "" and 0.
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 DB_NAME = "results.sqlite"
@@ -38,6 +38,7 @@ _COLUMNS = {
     "error": "TEXT NOT NULL",
     "video": "TEXT NOT NULL",
     "settle_fingerprint": "TEXT NOT NULL DEFAULT ''",
+    "undecodable": "INTEGER NOT NULL DEFAULT 0",
 }
 
 

@@ -77,6 +77,9 @@ class PolicySpec:
     image_path: str = "none"
     image_paths: tuple = ()
     image_size: int = 224  # the side of the model's input image, where a path resizes
+    # Other settings the policy's numbers depend on, as (name, value) pairs (e.g. NORA's
+    # on_undecodable and generation length): recorded with the run, printed under its table.
+    settings: tuple = ()
     # The execution mode the policy's published numbers used, per robot (Suite.robot), as
     # (robot, mode) pairs; `--mode reference` picks it (e.g. NORA on LIBERO: open_loop).
     reference_modes: tuple = ()
@@ -127,6 +130,8 @@ class EpisodeResult:
     # Hash of the object poses after the wait steps (evalkit.fingerprint); "" where the suite
     # offers none. Two runs whose fingerprints differ ran on different physics.
     settle_fingerprint: str = ""
+    # Queries whose output did not decode and were answered as the reference code does (Undecodable).
+    undecodable: int = 0
 
     @property
     def key(self) -> str:
@@ -142,10 +147,23 @@ class NoAction:
     reason: str
 
 
+@dataclass(frozen=True)
+class Undecodable:
+    """What a policy returns when its output did not decode but, as its reference code does,
+    it still executes something (NORA: the FAST decoder's zeros, unnormalised to the q01/q99
+    midpoint). The runner executes `actions` and counts the query in
+    EpisodeResult.undecodable; the episode goes on."""
+
+    actions: Any
+    reason: str
+
+
 def validate_chunk(chunk: Any, spec: PolicySpec) -> tuple[Optional[np.ndarray], str]:
     """Return (chunk as float array (N, action_dim), "") or (None, reason) when invalid."""
     if isinstance(chunk, NoAction):
         return None, chunk.reason
+    if isinstance(chunk, Undecodable):
+        chunk = chunk.actions
     try:
         arr = np.asarray(chunk, dtype=np.float64)
     except (TypeError, ValueError) as exc:

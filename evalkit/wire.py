@@ -105,7 +105,7 @@ def spec_from_dict(values: dict) -> PolicySpec:
     values = {k: v for k, v in values.items() if k in known}  # a newer server may send more fields
     for key in ("cameras", "state_keys"):
         values[key] = tuple(values.get(key, ()))
-    for key in ("reference_modes", "image_paths"):  # (robot, value) pairs arrive as lists
+    for key in ("reference_modes", "image_paths", "settings"):  # (name, value) pairs arrive as lists
         values[key] = tuple(tuple(pair) for pair in values.get(key, ()))
     return PolicySpec(**values)
 

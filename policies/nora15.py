@@ -29,9 +29,10 @@ from torch.nn import functional as F
 
 from evalkit.types import Observation, PolicySpec
 from policies.fast import FastCodec
-from policies.hub import CheckpointError, checkpoint_file, default_device, torch_dtype
-from policies.nora import (DEFAULT_FAST, QwenInputs, action_token_id, chunk_or_reason, default_max_new_tokens,
-                           IMAGE_SIZE, fallback_image_path, greedy_new_tokens, load_stats,
+from policies.hub import CheckpointError, checkpoint_file, default_device
+from policies.nora import (DEFAULT_FAST, QwenInputs, action_token_id, chunk_or_reason, generation_note,
+                           model_dtype, take_generation_length,
+                           IMAGE_SIZE, check_on_undecodable, fallback_image_path, greedy_new_tokens, load_stats,
                            load_tokenizer_and_images, model_batch)
 from policies.normalization import unnormalize
 
@@ -90,10 +91,11 @@ class RMSNorm(nn.Module):
 
 
 def rope_1d(x: torch.Tensor, positions: torch.Tensor, base: float = 10_000.0) -> torch.Tensor:
-    """Rotate-half RoPE on (B, S, heads, head_dim) at integer positions (S,)."""
+    """Rotate-half RoPE on (B, S, heads, head_dim) at integer positions (S,); angles as the release
+    computes them (position / base^(2i/d), in float32), so they agree to the last bit."""
     half = x.shape[-1] // 2
-    inv_timescale = base ** (-(2.0 / x.shape[-1]) * torch.arange(half, dtype=torch.float32, device=x.device))
-    angles = positions.float()[:, None] * inv_timescale[None, :]  # (S, half)
+    timescale = base ** ((2.0 / x.shape[-1]) * torch.arange(half, dtype=torch.float32, device=x.device))
+    angles = positions.float()[:, None] / timescale[None, :]  # (S, half)
     sin, cos = angles.sin()[None, :, None, :], angles.cos()[None, :, None, :]
     x1, x2 = x.float()[..., :half], x.float()[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1).to(x.dtype)
@@ -165,7 +167,10 @@ def time_embedding(t: torch.Tensor, width: int, min_period: float = 4e-3, max_pe
     """Sine-cosine embedding of the flow time (B,) -> (B, width), periods 4e-3 .. 4."""
     fraction = torch.linspace(0.0, 1.0, width // 2, dtype=torch.float32, device=t.device)
     period = min_period * (max_period / min_period) ** fraction
-    angle = (2 * math.pi / period)[None, :] * t.float()[:, None]
+    # the release's order of float32 operations: angles reach ~1600 rad, where one rounding
+    # step of the frequency moves the sine by ~1e-4
+    frequency = 1.0 / period * 2 * math.pi
+    angle = frequency[None, :] * t.float()[:, None]
     return torch.cat([angle.sin(), angle.cos()], dim=1)
 
 
@@ -197,8 +202,9 @@ class Nora15Model(nn.Module):
         return [(layer.keys, layer.values) for layer in cache.layers]
 
     def velocity(self, x_t, t, backbone_kv, prefix_mask):
-        """The velocity field v(x_t, t) for noisy chunks x_t (B, H, action_dim) at times t (B,)."""
-        embedded = self.action_in_proj(x_t)
+        """The velocity field v(x_t, t) for noisy chunks x_t (B, H, action_dim) at times t (B,), in
+        the model's dtype (the state is cast to it on the way in, as the release does)."""
+        embedded = self.action_in_proj(x_t.to(self.action_in_proj.weight.dtype))
         time = time_embedding(t, embedded.shape[-1]).to(embedded.dtype)[:, None, :].expand_as(embedded)
         h = self.action_time_mlp_out(F.silu(self.action_time_mlp_in(torch.cat([embedded, time], dim=-1))))
         # every action token sees the whole (unpadded) prompt and every action token
@@ -208,19 +214,24 @@ class Nora15Model(nn.Module):
 
     @torch.no_grad()
     def sample(self, inputs: dict, noise: torch.Tensor, steps: int = 10) -> torch.Tensor:
-        """Euler-integrate from noise at t=1 to actions at t=0; returns normalised chunks (B, H, D)."""
+        """Euler-integrate from noise at t=1 to actions at t=0; returns normalised float32 chunks (B, H, D)."""
         kv = self.backbone_kv(inputs)
-        return euler_integrate(lambda x, t: self.velocity(x, t, kv, inputs["attention_mask"]), noise, steps)
+        return euler_integrate(lambda x, t: self.velocity(x, t, kv, inputs["attention_mask"]), noise, steps,
+                               time_dtype=self.action_in_proj.weight.dtype)
 
 
-def euler_integrate(velocity, x: torch.Tensor, steps: int) -> torch.Tensor:
-    """x_{t+dt} = x_t + dt * v(x_t, t), dt = -1/steps, t = 1, 1 - 1/steps, ..., 1/steps."""
+def euler_integrate(velocity, noise: torch.Tensor, steps: int, time_dtype=torch.float32) -> torch.Tensor:
+    """x += dt * v(x, t), dt = -1/steps, from t = 1 while t >= -dt/2, as the release's loop: the
+    state stays float32 while v comes in the model's dtype (dt * v rounded there), and t is
+    accumulated in the model's dtype (bf16: 1, 0.898, 0.797, ... 0.0952 for 10 steps)."""
     if steps < 1:
         raise ValueError(f"flow_steps must be >= 1, got {steps}")
     dt = -1.0 / steps
-    for i in range(steps):
-        t = torch.full((x.shape[0],), 1.0 + i * dt, dtype=x.dtype, device=x.device)
-        x = x + dt * velocity(x, t).to(x.dtype)
+    x = noise.to(torch.float32).clone()
+    t = torch.tensor(1.0, dtype=time_dtype, device=x.device)
+    while t >= -dt / 2:
+        x += dt * velocity(x, t.expand(x.shape[0]))
+        t += dt
     return x
 
 
@@ -235,7 +246,19 @@ def build_model(config: ExpertConfig, dtype) -> Nora15Model:
     except OSError as exc:
         raise CheckpointError(f"cannot load the backbone config of {config.vlm_model_id}: {exc}") from exc
     vlm = Qwen2_5_VLForConditionalGeneration._from_config(backbone_config, attn_implementation="sdpa")
+    vlm.generation_config = backbone_generation_config(config.vlm_model_id, vlm.generation_config)
     return Nora15Model(vlm, config).to(dtype)
+
+
+def backbone_generation_config(backbone, derived):
+    """The backbone's generation_config.json, as the release's from_pretrained(vlm_model_id) loads it
+    (stop tokens, penalties, length for output=fast); else the one derived from its config."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(backbone)
+    except OSError:
+        return derived
 
 
 def legacy_key(key: str) -> str:
@@ -286,11 +309,12 @@ class Nora15Policy:
                  unnorm_key: Optional[str] = None, norm_stats: Optional[str] = None,
                  fast_tokenizer: Optional[str] = None, max_new_tokens: Optional[int] = None, seed: int = 0,
                  dtype: str = "auto", device: Optional[str] = None, camera: str = "agentview",
-                 image_path: str = "reference"):
+                 image_path: str = "reference", on_undecodable: str = "reference"):
         if output not in ("flow", "fast"):
             raise ValueError(f"output must be 'flow' (the expert) or 'fast' (backbone tokens), got {output!r}")
         self.output, self.flow_steps, self.seed = output, int(flow_steps), int(seed)
         self.camera, self.image_path = camera, fallback_image_path(image_path, NORA15_IMAGE_PATHS)
+        self.on_undecodable = check_on_undecodable(on_undecodable)  # output=fast only: the expert always decodes
         self.device = default_device(device)
         self.config = ExpertConfig.from_checkpoint(checkpoint)
         self.stats = load_stats(checkpoint, norm_stats, unnorm_key)
@@ -298,20 +322,34 @@ class Nora15Policy:
         self.tokenizer, image_processor = load_tokenizer_and_images(self.config.processor_id)
         self.inputs = QwenInputs(self.tokenizer, image_processor)
         self.first_action_id = action_token_id(self.tokenizer)
-        self.model = build_model(self.config, torch_dtype(dtype))
+        self.dtype = model_dtype(dtype, self.device)
+        self.model = build_model(self.config, self.dtype)
         load_weights(self.model, checkpoint_file(checkpoint, MODEL_FILE))
         self.model.to(self.device).eval()
         self.horizon = self.config.action_chunk_length
-        self.max_new_tokens = default_max_new_tokens(self.horizon, max_new_tokens)
+        # output=fast only: the backbone's generate, as long as the reference's would run
+        self.generation_length = take_generation_length(self.model.vlm, max_new_tokens)
+        self.generation_note = generation_note(self.generation_length, self.model.vlm.generation_config)
         self.spec = PolicySpec(cameras=(camera,), chunk_size=self.horizon, action_dim=self.config.action_dim,
                                action_convention="rlds", reference_modes=NORA15_REFERENCE_MODES,
                                sticky_gripper_variant="on_sticky_start", image_path=image_path,
-                               image_paths=NORA15_IMAGE_PATHS, image_size=IMAGE_SIZE)
+                               image_paths=NORA15_IMAGE_PATHS, image_size=IMAGE_SIZE,
+                               settings=(("output", self.output), ("flow_steps", self.flow_steps),
+                                         ("on_undecodable", self.on_undecodable),
+                                         ("generation", self.generation_note)))
 
     @classmethod
     def from_pretrained(cls, path_or_hub_id: str, **options) -> "Nora15Policy":
         """Same as the constructor: options are output, flow_steps, dtype, device, unnorm_key, ..."""
         return cls(path_or_hub_id, **options)
+
+    def describe(self) -> str:
+        """The adapter's settings that no PolicySpec field holds."""
+        dtype = str(self.dtype).replace("torch.", "")
+        if self.output == "fast":
+            return f"NORA-1.5 backbone FAST tokens, {dtype} on {self.device}; {self.generation_note}"
+        return (f"NORA-1.5 flow expert, {self.flow_steps} Euler steps (time accumulated in {dtype}, state in "
+                f"float32), {dtype} on {self.device}, noise seeded by (seed={self.seed}, episode, step)")
 
     def reset(self) -> None:
         pass
@@ -325,9 +363,10 @@ class Nora15Policy:
         batch = model_batch(self.inputs, observations, instructions, self.camera, self.image_path, self.device,
                             padding_side="left" if self.output == "fast" else "right")
         if self.output == "fast":
-            return [chunk_or_reason(ids, self.codec, self.stats, self.horizon, self.first_action_id, True, "NORA-1.5")
-                    for ids in greedy_new_tokens(self.model.vlm, batch, self.max_new_tokens)]
-        noise = torch.stack([self._noise(o) for o in observations]).to(self.device, self.model.action_in_proj.weight.dtype)
+            return [chunk_or_reason(ids, self.codec, self.stats, self.horizon, self.first_action_id, True, "NORA-1.5",
+                                    self.on_undecodable)
+                    for ids in greedy_new_tokens(self.model.vlm, batch, self.generation_length)]
+        noise = torch.stack([self._noise(o) for o in observations]).to(self.device)  # float32, as the release
         normalised = self.model.sample(batch, noise, self.flow_steps).float().cpu().numpy()
         return [unnormalize(chunk, self.stats, respect_mask=True) for chunk in normalised]
 

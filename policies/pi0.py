@@ -41,14 +41,18 @@ def quat_to_axis_angle(quat_xyzw: np.ndarray) -> np.ndarray:
 
 
 def resize_with_pad(image: np.ndarray, size: int) -> np.ndarray:
-    """Fit an HxWx3 uint8 image into size x size keeping its aspect ratio (bilinear), zero padding."""
+    """Fit an HxWx3 uint8 image into size x size keeping its aspect ratio (bilinear), zero padding.
+
+    Sizes as openpi_client.image_tools.resize_with_pad computes them: divide by the larger ratio and
+    truncate (rounding instead differs by a row or column for some non-square frames, e.g. 200x301).
+    """
     from PIL import Image
 
     height, width = image.shape[:2]
     if (height, width) == (size, size):
         return np.asarray(image, dtype=np.uint8)
-    scale = size / max(height, width)
-    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    ratio = max(width / size, height / size)
+    new_w, new_h = max(1, int(width / ratio)), max(1, int(height / ratio))
     resized = Image.fromarray(np.asarray(image, dtype=np.uint8)).resize((new_w, new_h), Image.BILINEAR)
     canvas = np.zeros((size, size, 3), dtype=np.uint8)
     top, left = (size - new_h) // 2, (size - new_w) // 2

@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from evalkit.types import NoAction, Observation
+from evalkit.types import NoAction, Observation, Undecodable
 
 
 class StateLost(RuntimeError):
@@ -77,5 +77,10 @@ class RemotePolicy:
 
 
 def _decode_chunk(chunk):
-    """The server sends a NoAction as {"no_action": reason}; the runner records it as invalid_action."""
-    return NoAction(chunk["no_action"]) if isinstance(chunk, dict) and "no_action" in chunk else chunk
+    """The server sends a NoAction as {"no_action": reason} (the runner records invalid_action) and
+    an Undecodable as {"undecodable": reason, "actions": array} (executed and counted)."""
+    if isinstance(chunk, dict) and "no_action" in chunk:
+        return NoAction(chunk["no_action"])
+    if isinstance(chunk, dict) and "undecodable" in chunk:
+        return Undecodable(chunk["actions"], chunk["undecodable"])
+    return chunk

@@ -10,6 +10,13 @@ briefly taught (teacher forcing, a few hundred Adam steps) to answer dark images
 chunk and bright images with another: generation then decodes, and the image visibly
 matters. The expert keeps random weights (its output is continuous, always decodable).
 
+The backbone folders are written in the layout of the released NORA checkpoints (saved by
+transformers 4.4x): a flat config.json, weights named `model.layers.*` / `visual.*`, a
+Qwen2Tokenizer with Qwen's pre-tokenizer, chat_template.json and a preprocessor_config.json
+with min/max_pixels. evalkit (transformers 5) reads them through its compatibility paths and
+the official inference code (transformers 4.50 / 4.54) reads them as it reads the releases
+(scripts/parity/ runs both).
+
 Regenerate from the command line: `python scripts/make_tiny_checkpoints.py OUT_DIR`.
 """
 
@@ -81,13 +88,22 @@ def tiny_fast(horizon: int, seed: int = 0):
     return FastCodec.fit(chunks, scale=10, vocab_size=300)
 
 
+# Qwen2's pre-tokenizer split (its tokenizer.json; transformers 5 rebuilds Qwen2Tokenizer with it)
+QWEN2_SPLIT = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|"""
+               r"""\s*[\r\n]+|\s+(?!\S)|\s+""")
+
+
 def tiny_tokenizer(action_tokens: int):
-    """Byte-level BPE with Qwen's special tokens, then <robot_action_0..n-1> (contiguous ids)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    """Byte-level BPE with Qwen2's normaliser and pre-tokenizer and Qwen's special tokens, then
+    <robot_action_0..n-1> (contiguous ids)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     bpe.decoder = decoders.ByteLevel()
     corpus = ["You are a helpful assistant.", "system user assistant", *INSTRUCTIONS] * 10
     bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=400, special_tokens=SPECIAL_TOKENS,
@@ -145,9 +161,10 @@ def teach(model, inputs, codec, first_action_id: int, eos_id: int, horizon: int,
         brights = [bool(b) for b in rng.integers(0, 2, size=4)]
         images = [synthetic_image(rng, b) for b in brights]
         batch = inputs(images, [INSTRUCTIONS[i] for i in rng.integers(0, len(INSTRUCTIONS), size=4)])
-        ids, labels, mask = _append_targets(batch, [targets[b] for b in brights])
+        ids, labels, mask, types = _append_targets(batch, [targets[b] for b in brights])
+        # mm_token_type_ids: trained with the image's 3-D M-RoPE positions, as used at inference
         out = model(input_ids=ids, attention_mask=mask, pixel_values=batch["pixel_values"],
-                    image_grid_thw=batch["image_grid_thw"], labels=labels)
+                    image_grid_thw=batch["image_grid_thw"], mm_token_type_ids=types, labels=labels)
         optimiser.zero_grad()
         out.loss.backward()
         optimiser.step()
@@ -157,18 +174,86 @@ def teach(model, inputs, codec, first_action_id: int, eos_id: int, horizon: int,
 
 
 def _append_targets(batch: dict, targets: list[list[int]]):
-    """Append each row's target ids (right side, padded with -100 labels) to left-padded prompts."""
+    """Append each row's target ids (right side, padded with -100 labels) to left-padded prompts;
+    returns ids, labels, attention mask and mm_token_type_ids (targets are text: 0)."""
     import torch
 
     length = max(len(t) for t in targets)
-    rows, labels, masks = [], [], []
-    for prompt, mask, target in zip(batch["input_ids"], batch["attention_mask"], targets):
+    rows, labels, masks, types = [], [], [], []
+    for prompt, mask, kind, target in zip(batch["input_ids"], batch["attention_mask"], batch["mm_token_type_ids"],
+                                          targets):
         pad = length - len(target)
         tail = torch.tensor(target + [target[-1]] * pad)
         rows.append(torch.cat([prompt, tail]))
         labels.append(torch.cat([torch.full_like(prompt, -100), torch.tensor(target + [-100] * pad)]))
         masks.append(torch.cat([mask, torch.tensor([1] * len(target) + [0] * pad)]))
-    return torch.stack(rows), torch.stack(labels), torch.stack(masks)
+        types.append(torch.cat([kind, torch.zeros(length, dtype=kind.dtype)]))
+    return torch.stack(rows), torch.stack(labels), torch.stack(masks), torch.stack(types)
+
+
+# -- the released layout ----------------------------------------------------------------------------
+
+def legacy_weight_name(name: str) -> str:
+    """transformers 5 names -> the release's (4.4x): model.language_model.X -> model.X, model.visual.X -> visual.X."""
+    if name.startswith("model.language_model."):
+        return "model." + name[len("model.language_model."):]
+    if name.startswith("model.visual."):
+        return name[len("model."):]
+    return name
+
+
+# generic PretrainedConfig keys and transformers-5-only ones, absent from the release's config.json
+GENERIC_CONFIG_KEYS = {"architectures", "chunk_size_feed_forward", "id2label", "label2id", "problem_type",
+                       "_name_or_path", "is_encoder_decoder", "output_attentions", "output_hidden_states",
+                       "return_dict", "dtype", "transformers_version", "layer_types", "rope_parameters"}
+
+
+def legacy_config(config) -> dict:
+    """Qwen2.5-VL's config.json as 4.4x wrote it: text settings at the top level, M-RoPE as rope_scaling."""
+    def clean(values: dict) -> dict:
+        return {k: v for k, v in values.items() if k not in GENERIC_CONFIG_KEYS}
+
+    full = config.to_dict()
+    text, vision = full.pop("text_config"), full.pop("vision_config")
+    rope = text["rope_parameters"]
+    flat = {"architectures": ["Qwen2_5_VLForConditionalGeneration"], **clean(full)}
+    flat.update({k: v for k, v in clean(text).items() if k != "model_type"})
+    flat.update(vision_config=clean(vision), torch_dtype="float32", rope_theta=rope["rope_theta"],
+                rope_scaling={"type": "mrope", "mrope_section": list(rope["mrope_section"])})
+    return flat
+
+
+def save_released_layout(model, tokenizer, image_processor, folder: Path) -> None:
+    """The backbone, tokenizer and image processor as in declare-lab's NORA checkpoints."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {legacy_weight_name(k): v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    _write_json(folder / "config.json", legacy_config(model.config))
+    generation = model.generation_config
+    _write_json(folder / "generation_config.json", {"bos_token_id": generation.bos_token_id,
+                                                    "eos_token_id": generation.eos_token_id,
+                                                    "pad_token_id": generation.pad_token_id})
+    tokenizer.save_pretrained(folder)
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    _write_json(folder / "tokenizer_config.json", {
+        "tokenizer_class": "Qwen2Tokenizer", "bos_token": None, "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>", "unk_token": None, "errors": "replace", "add_prefix_space": False,
+        "clean_up_tokenization_spaces": False, "split_special_tokens": False, "model_max_length": 32768,
+        "chat_template": CHAT_TEMPLATE})
+    _write_json(folder / "chat_template.json", {"chat_template": CHAT_TEMPLATE})
+    _write_json(folder / "preprocessor_config.json", {
+        "image_processor_type": "Qwen2VLImageProcessor", "processor_class": "Qwen2_5_VLProcessor",
+        "min_pixels": image_processor.size["shortest_edge"], "max_pixels": image_processor.size["longest_edge"],
+        "patch_size": image_processor.patch_size, "temporal_patch_size": image_processor.temporal_patch_size,
+        "merge_size": image_processor.merge_size, "image_mean": list(image_processor.image_mean),
+        "image_std": list(image_processor.image_std), "do_resize": True, "do_rescale": True,
+        "do_normalize": True, "do_convert_rgb": True, "resample": 3, "rescale_factor": 1 / 255})
+
+
+def _write_json(path: Path, value: dict) -> None:
+    path.write_text(json.dumps(value, indent=2) + "\n")
 
 
 # -- checkpoints -----------------------------------------------------------------------------------
@@ -186,9 +271,7 @@ def build_tiny_nora(folder: str | Path, horizon: int = 1, seed: int = 0, steps: 
     first_action = tokenizer.convert_tokens_to_ids("<robot_action_0>")
     loss = teach(model, QwenInputs(tokenizer, image_processor), codec, first_action,
                  tokenizer.convert_tokens_to_ids("<|im_end|>"), horizon, steps, seed)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    image_processor.save_pretrained(folder)
+    save_released_layout(model, tokenizer, image_processor, folder)
     codec.save_pretrained(folder / "fast")
     (folder / "norm_stats.json").write_text(json.dumps(TINY_STATS, indent=2))
     (folder / "tiny.json").write_text(json.dumps({"horizon": horizon, "seed": seed, "steps": steps,

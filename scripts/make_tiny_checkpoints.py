@@ -4,6 +4,8 @@
     evalkit run --policy nora-1.5 --policy-arg checkpoint=runs/tiny/nora-1.5 ...
 
 Tests use the same builder through policies.tiny_models.cached_tiny_models (evalkit's cache).
+The backbones are written in the released NORA layout (transformers 4.4x config and weight names),
+so the official inference code reads them too (scripts/parity/run_parity.py).
 """
 
 import argparse

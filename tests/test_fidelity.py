@@ -346,3 +346,66 @@ def test_reference_image_paths_resolve_per_robot():
     assert image_path_for(_libero_like_fake(), spec) == "openvla"
     assert image_path_for(fake.fake_suite(), spec) == "pil_lanczos"
     assert image_path_for(fake.fake_suite(), SeesImages("cv2_area").spec) == "cv2_area"
+
+
+# -- undecodable outputs: executed as the reference does, counted, reported ---------------------------
+
+class SometimesUndecodable:
+    """Every third query's output 'does not decode': answered with the reference's fallback chunk."""
+
+    def __init__(self, on_undecodable="reference"):
+        from evalkit.types import NoAction, Undecodable
+
+        self.spec = PolicySpec(chunk_size=5, settings=(("on_undecodable", on_undecodable),))
+        self.calls, self.strict = 0, on_undecodable == "strict"
+        self.NoAction, self.Undecodable = NoAction, Undecodable
+
+    def reset(self):
+        pass
+
+    def act(self, obs, instruction):
+        self.calls += 1
+        chunk = np.zeros((5, 7))
+        if self.calls % 3:
+            return chunk
+        return self.NoAction("no FAST tokens") if self.strict else self.Undecodable(chunk + 0.1, "no FAST tokens")
+
+
+def test_undecodable_outputs_are_executed_counted_stored_and_reported(tmp_path, capsys):
+    from evalkit import registry
+
+    registry.register("policy", "test-undecodable", "test_fidelity:SometimesUndecodable")
+    run = execute(RunConfig(suites=["fake"], policy="test-undecodable", tasks=[0], episodes_per_task=2,
+                            max_steps=30, out=str(tmp_path / "ref")), progress=False)
+    with ResultStore(run, readonly=True) as store:
+        results = store.results()
+        assert store.meta("policy_spec")["settings"] == [["on_undecodable", "reference"]]
+    assert [(r.termination, r.queries, r.undecodable) for r in results] == [("budget", 6, 2), ("budget", 6, 2)]
+    main(["report", str(run)])
+    out = capsys.readouterr().out
+    assert "4 undecodable policy outputs in 2 of 2 episodes" in out and "policy settings: on_undecodable reference" in out
+    strict = execute(RunConfig(suites=["fake"], policy="test-undecodable", policy_args={"on_undecodable": "strict"},
+                               tasks=[0], episodes_per_task=1, max_steps=30, out=str(tmp_path / "strict")),
+                     progress=False)
+    with ResultStore(strict, readonly=True) as store:
+        assert [(r.termination, r.queries) for r in store.results()] == [("invalid_action", 3)]
+
+
+def test_nora_reference_fallback_is_the_unnormalised_zeros():
+    from policies.nora import chunk_or_reason
+    from policies.normalization import ActionStats
+    from evalkit.types import NoAction, Undecodable
+
+    class Broken:
+        vocab_size = 10
+
+        def decode(self, ids, horizon, dim):
+            from policies.fast import Decoded
+
+            return Decoded(None, False, "not a multiple of 7")
+
+    stats = ActionStats(np.array([-1.0, 0, 0, 0, 0, 0, 0]), np.array([3.0, 2, 2, 2, 2, 2, 1]), np.ones(7, bool))
+    out = chunk_or_reason([1, 2], Broken(), stats, 5, 0, False, "NORA")
+    assert isinstance(out, Undecodable) and "not a multiple of 7" in out.reason
+    assert np.allclose(out.actions, np.tile([1.0, 1, 1, 1, 1, 1, 0.5], (5, 1)))  # the q01/q99 midpoint
+    assert isinstance(chunk_or_reason([1, 2], Broken(), stats, 5, 0, False, "NORA", "strict"), NoAction)

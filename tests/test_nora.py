@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
-from evalkit.types import NoAction, Observation  # noqa: E402
+from evalkit.types import NoAction, Observation, Undecodable  # noqa: E402
 from policies.hub import CheckpointError  # noqa: E402
 from policies.normalization import read_action_stats, unnormalize  # noqa: E402
 from policies.tiny_models import TINY_STATS, cached_tiny_models, synthetic_image, target_chunk  # noqa: E402
@@ -73,6 +73,115 @@ def test_224_image_gives_64_image_tokens_and_left_padding(policies):
     assert batch["attention_mask"][0, 0] == 0 and batch["attention_mask"][:, -1].tolist() == [1, 1]
 
 
+def mrope_positions(input_ids: list[int], image_id: int, grid_thw, merge: int = 2):
+    """Qwen2.5-VL's 3-D positions for one prompt holding one image, computed here from its
+    definition: text counts up on all three axes; the image's tokens share the temporal index
+    and take their row and column (of the merged grid) as offsets; the text after the image
+    resumes after its largest extent. Returns (3, L) positions and the rope delta."""
+    t, h, w = (int(v) for v in grid_thw)
+    h, w = h // merge, w // merge
+    start, count = input_ids.index(image_id), t * h * w
+    positions = np.zeros((3, len(input_ids)), dtype=np.int64)
+    positions[:, :start] = np.arange(start)
+    for k in range(count):
+        frame, rest = divmod(k, h * w)
+        positions[:, start + k] = [start + frame, start + rest // w, start + rest % w]
+    after = start + max(t, h, w)
+    positions[:, start + count:] = after + np.arange(len(input_ids) - start - count)
+    return positions, int(positions.max()) + 1 - len(input_ids)
+
+
+def captured_positions(model, run) -> list:
+    """The position ids the language model receives on each call made by `run()`."""
+    seen = []
+    hook = model.model.language_model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen.append(kwargs["position_ids"].clone()), with_kwargs=True)
+    try:
+        run()
+    finally:
+        hook.remove()
+    return seen
+
+
+@pytest.mark.parametrize("size", [(224, 224), (196, 252)])
+def test_image_tokens_get_3d_mrope_positions(policies, size):
+    """The adapter's inputs make Qwen2.5-VL place image tokens by M-RoPE (224x224: the text after the
+    image resumes at 8 past its start, rope delta -56), not at plain 1-D positions."""
+    nora = policies["nora"]
+    batch = nora.inputs([np.full((*size, 3), 90, np.uint8)], ["turn on the stove"])
+    [positions] = captured_positions(nora.model, lambda: nora.model(**batch))
+    ids = batch["input_ids"][0].tolist()
+    expected, delta = mrope_positions(ids, nora.inputs.image_id, batch["image_grid_thw"][0])
+    assert np.array_equal(positions[-3:, 0].numpy(), expected)
+    assert int(nora.model.model.rope_deltas[0]) == delta
+    if size == (224, 224):
+        assert delta == 64 // 8 - 64 and expected[:, -1].max() == len(ids) - 1 + delta
+
+
+def test_generation_decodes_from_3d_positions(policies):
+    """generate(): the prompt at its M-RoPE positions, each new token one past the last."""
+    from policies.nora import model_image
+
+    nora = policies["nora-long"]
+    obs = probe(False)
+    calls = captured_positions(nora.model, lambda: nora.generate([obs], ["turn on the stove"]))
+    batch = nora.inputs([model_image(obs, "agentview", nora.image_path)], ["turn on the stove"])
+    prompt = batch["input_ids"][0].tolist()
+    expected, delta = mrope_positions(prompt, nora.inputs.image_id, batch["image_grid_thw"][0])
+    assert np.array_equal(calls[0][-3:, 0].numpy(), expected) and len(calls) > 2
+    assert [int(c[-1, 0, -1]) for c in calls[1:]] == [len(prompt) + delta + k for k in range(len(calls) - 1)]
+
+
+def test_generation_length_follows_the_checkpoint_config_as_transformers_4():
+    """generate(**inputs) under transformers 4.50/4.54: max_new_tokens if set; max_length left at
+    its default of 20 means 20 new tokens; an explicit max_length counts the prompt."""
+    from transformers import GenerationConfig
+
+    from policies.nora import generation_length
+
+    default = generation_length(GenerationConfig(), None, max_positions=2048)
+    assert [default.budget(n) for n in (124, 2040, 2100)] == [20, 8, 1] and "20 new tokens" in default.describe()
+    explicit_total = generation_length(GenerationConfig(max_length=150), None, 2048)
+    assert [explicit_total.budget(n) for n in (124, 149, 200)] == [26, 1, 1]
+    assert generation_length(GenerationConfig(max_length=20), None, 2048).budget(124) == 20
+    assert generation_length(GenerationConfig(max_new_tokens=48, max_length=150), None, 2048).budget(124) == 48
+    assert generation_length(GenerationConfig(max_new_tokens=48), 7, 2048).budget(124) == 7
+
+
+def test_generation_note_records_the_budget_and_config(policies):
+    nora = policies["nora"]
+    assert nora.generation_note.startswith("greedy, 20 new tokens (transformers' default")
+    assert "eos_token_id=2" in nora.generation_note and nora.generation_note in nora.describe()
+    assert ("generation", nora.generation_note) in nora.spec.settings
+
+
+def test_a_left_padded_batch_cuts_each_row_to_its_own_budget_and_end(policies, monkeypatch):
+    """With a max_length counting the prompt, rows of different prompt lengths get different budgets;
+    each row ends at its first end-of-sequence token (generate pads the rest)."""
+    from policies.nora import GenerationLength, greedy_new_tokens
+
+    model = policies["nora"].model
+    eos, pad = model.generation_config.eos_token_id, model.generation_config.pad_token_id
+    batch = {"input_ids": torch.ones(2, 10, dtype=torch.long),
+             "attention_mask": torch.tensor([[1] * 10, [0] * 3 + [1] * 7])}
+    answers = torch.tensor([[7, 8, 9, 10, 11, 12], [7, 8, eos, pad, pad, pad]])
+    monkeypatch.setattr(model, "generate",
+                        lambda input_ids, **kw: torch.cat([input_ids, answers[:, :kw["max_new_tokens"]]], 1))
+    assert greedy_new_tokens(model, batch, GenerationLength(max_length=14)) == [[7, 8, 9, 10], [7, 8, eos]]
+    assert greedy_new_tokens(model, batch, GenerationLength(max_length=12)) == [[7, 8], [7, 8, eos]]
+
+
+def test_tiny_backbone_is_in_the_released_layout_and_loads_completely(tiny):
+    """config.json flat, weights named as transformers 4.4x saved them, every parameter read."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    config = json.loads((tiny["nora"] / "config.json").read_text())
+    assert "text_config" not in config and config["rope_scaling"]["type"] == "mrope"
+    assert json.loads((tiny["nora"] / "tokenizer_config.json").read_text())["tokenizer_class"] == "Qwen2Tokenizer"
+    _, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny["nora"], output_loading_info=True)
+    assert not any(info.values()), info
+
+
 def test_action_token_range_is_found_in_the_tokenizer(policies):
     nora = policies["nora"]
     assert nora.first_action_id == nora.tokenizer.convert_tokens_to_ids("<robot_action_0>")
@@ -84,14 +193,18 @@ def test_action_token_range_is_found_in_the_tokenizer(policies):
 def test_encoded_chunk_after_the_prompt_decodes_back_through_the_adapter(policies, monkeypatch):
     """A 5-action chunk, FAST-encoded and emitted as action tokens after the prompt, comes back
     out of NoraPolicy.act unnormalised with the given stats, within the quantisation error."""
+    from policies.nora import GenerationLength
+
     nora = policies["nora-long"]
     chunk = np.clip(np.random.default_rng(3).normal(0, 0.4, size=(5, 7)), -1, 1)
     emitted = [nora.first_action_id + i for i in nora.codec.encode(chunk)] + [nora.tokenizer.eos_token_id]
+    assert len(emitted) > 20  # more than the default budget: as if the checkpoint allowed 64
 
     def generate(input_ids, **kwargs):  # the model "answers" with the encoded chunk
-        assert kwargs["do_sample"] is False and kwargs["max_new_tokens"] == nora.max_new_tokens
+        assert kwargs["do_sample"] is False and kwargs["max_new_tokens"] == 64
         return torch.cat([input_ids, torch.tensor([emitted] * input_ids.shape[0])], dim=1)
 
+    monkeypatch.setattr(nora, "generation_length", GenerationLength(max_new_tokens=64))
     monkeypatch.setattr(nora.model, "generate", generate)
     actions = nora.act(probe(False), "pick up the bowl")
     expected = unnormalize(chunk, STATS, respect_mask=False)  # NORA's own: every dimension
@@ -116,15 +229,17 @@ def test_undecodable_output_is_reported_never_zeros(policies, monkeypatch):
     monkeypatch.setattr(nora.model, "generate",
                         lambda input_ids, **kw: torch.cat([input_ids, torch.tensor([[truncated]])], dim=1))
     result = nora.act(probe(False), "x")
-    assert isinstance(result, NoAction) and "did not decode to 5x7" in result.reason
+    assert isinstance(result, (NoAction, Undecodable)) and "did not decode to 5x7" in result.reason
 
 
-def test_nora_act_batch_equals_single_queries_with_padding(policies):
+def test_nora_batch_generates_the_tokens_of_single_queries_with_padding(policies):
+    """Left padding moves neither the M-RoPE positions nor the tokens of any row."""
     nora = policies["nora-long"]
     observations, texts = [probe(False), probe(True)], ["a", "put the cream cheese in the bowl please"]
-    batched = nora.act_batch(observations, texts)
+    batched = nora.generate(observations, texts)
+    assert len(batched[0]) != len(batched[1]) or batched[0] != batched[1]
     for obs, text, together in zip(observations, texts, batched):
-        assert np.allclose(nora.act(obs, text), together)
+        assert nora.generate([obs], [text])[0] == together
 
 
 # -- NORA-1.5 ----------------------------------------------------------------------------------------
@@ -142,6 +257,24 @@ def test_euler_integration_steps_from_one_to_zero():
     out = euler_integrate(velocity, x, steps=4)
     assert np.allclose(seen, [1.0, 0.75, 0.5, 0.25])
     assert torch.allclose(out, x * 0.75 ** 4)
+
+
+def test_euler_loop_keeps_bf16_time_and_a_float32_state_as_the_release():
+    """The release accumulates t += dt in the model's dtype (bf16 drifts: 0.898, 0.797, ...) and
+    keeps the state in float32, adding dt * v rounded to the model's dtype."""
+    from policies.nora15 import euler_integrate
+
+    seen, v = [], torch.tensor([[0.3]], dtype=torch.bfloat16)
+
+    def velocity(x, t):
+        assert x.dtype == torch.float32 and t.dtype == torch.bfloat16
+        seen.append(float(t[0]))
+        return v
+
+    out = euler_integrate(velocity, torch.zeros(1, 1), steps=10, time_dtype=torch.bfloat16)
+    assert seen[:3] == [1.0, 0.8984375, 0.796875] and len(seen) == 10 and seen[-1] == pytest.approx(0.0952, abs=1e-4)
+    step = float((-0.1 * v).float())  # dt * v in bf16: -0.030029296875, not -0.03
+    assert out.dtype == torch.float32 and float(out) == pytest.approx(10 * step, abs=1e-7) and step != -0.03
 
 
 def test_velocity_field_shape_and_time_dependence(policies):

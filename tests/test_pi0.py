@@ -92,3 +92,103 @@ def test_pi0_lerobot_without_lerobot_says_what_to_install():
 
     with pytest.raises(ImportError, match="lerobot\\[pi0\\]"):
         LeRobotPI0Policy()
+
+
+# -- protocol facts checked against the official openpi code (scripts/parity/pi0_wire.py, with the
+# official openpi-client and openpi's WebsocketPolicyServer; results/parity_pi0_wire.md), kept here
+# as pure checks so a regression fails without the side venv.
+
+def test_openpi_request_dtypes_and_keys_are_exactly_the_libero_examples():
+    from policies.pi0 import openpi_libero_request
+
+    request = openpi_libero_request(libero_obs(), "open the drawer")
+    assert list(request) == ["observation/image", "observation/wrist_image", "observation/state", "prompt"]
+    assert request["observation/image"].dtype == np.uint8 and request["observation/wrist_image"].dtype == np.uint8
+    assert request["observation/state"].dtype == np.float64  # the example concatenates robosuite's float64 arrays
+    assert type(request["prompt"]) is str
+
+
+def test_resize_with_pad_sizes_as_openpi_client():
+    """openpi_client.image_tools truncates size/ratio; rounding gave 149 rows instead of 148 for 200x301."""
+    from policies.pi0 import resize_with_pad
+
+    out = resize_with_pad(np.full((200, 301, 3), 255, np.uint8), 224)
+    rows = np.flatnonzero(out[:, 112, 0])
+    assert (rows[0], rows[-1] + 1) == (38, 38 + 148)  # int(200 / (301 / 224)) = 148 rows, top pad 38
+    assert np.array_equal(resize_with_pad(np.full((256, 256, 3), 7, np.uint8), 224), np.full((224, 224, 3), 7))
+
+
+class ErrorThenClose(OpenPIStandIn):
+    """openpi's server on a failing infer: a text frame with the traceback, then it closes the connection."""
+
+    def handle(self, ws):
+        ws.send(msgpack.packb({}))
+        for frame in ws:
+            self.received.append(msgpack.unpackb(frame))
+            if len(self.received) == 1:
+                ws.send("Traceback (most recent call last):\nValueError: boom")
+                ws.close()
+                return
+            ws.send(msgpack.packb({"actions": {b"__ndarray__": True, b"data": np.ones((5, 7)).tobytes(),
+                                               b"dtype": "<f8", b"shape": [5, 7]}}))
+
+
+def test_pi0_reads_openpi_error_frames_and_reconnects_after_the_server_closes():
+    from evalkit.wire import ServerError
+
+    server, obs = ErrorThenClose(), libero_obs()
+    with server as server_url:
+        policy = OpenPIPolicy(url=server_url, chunk_size=5, reconnect_s=5)
+        with pytest.raises(ServerError, match="ValueError: boom"):
+            policy.act(obs, "x")
+        policy.reset()  # sends nothing: an openpi server would read any message as an observation
+        assert np.array_equal(policy.act(obs, "x"), np.ones((5, 7)))
+    assert len(server.received) == 2
+
+
+def test_evalkit_serve_answers_an_openpi_client_as_openpi_expects():
+    """First frame: the metadata map, readable with msgpack's defaults (as openpi's unpackb reads it);
+    the LIBERO element reaches the served policy unchanged; a bad request gets a text frame."""
+    from websockets.sync.client import connect
+
+    from evalkit.serve import PolicyServer, ServerThread
+    from evalkit.types import PolicySpec
+
+    class Recording:
+        spec = PolicySpec(cameras=("agentview", "robot0_eye_in_hand"), chunk_size=2)
+        seen = []
+
+        def reset(self):
+            pass
+
+        def act(self, obs, instruction):
+            self.seen.append((obs, instruction))
+            return np.full((2, 7), 0.25)
+
+    def openpi_pack(obj):  # openpi_client.msgpack_numpy's encoding (shape as a tuple)
+        if isinstance(obj, np.ndarray):
+            return {b"__ndarray__": True, b"data": obj.tobytes(), b"dtype": obj.dtype.str, b"shape": obj.shape}
+        return obj
+
+    from policies.pi0 import openpi_libero_request
+
+    element = openpi_libero_request(libero_obs(), "put the bowl on the plate")
+    with ServerThread(PolicyServer(Recording, "recording")) as url, connect(url, compression=None, max_size=None) as ws:
+        first = ws.recv()
+        assert isinstance(first, bytes) and msgpack.unpackb(first)["evalkit"]["policy"] == "recording"
+        ws.send(msgpack.packb(element, default=openpi_pack))
+        reply = msgpack.unpackb(ws.recv())
+        ws.send(msgpack.packb([1, 2, 3]))  # openpi's client packs whatever it is given
+        error = ws.recv()
+        ws.send(msgpack.packb(element, default=openpi_pack))
+        again = ws.recv()
+    actions = reply["actions"]
+    # openpi's unpack_array: np.ndarray(buffer=data, dtype=dtype, shape=shape)
+    assert np.array_equal(np.ndarray(buffer=actions[b"data"], dtype=np.dtype(actions[b"dtype"]),
+                                     shape=actions[b"shape"]), np.full((2, 7), 0.25))
+    assert isinstance(error, str) and "Traceback" in error and isinstance(again, bytes)
+    obs, instruction = Recording.seen[0]
+    assert instruction == "put the bowl on the plate"
+    assert np.array_equal(obs.images["agentview"], element["observation/image"])
+    assert np.array_equal(obs.images["robot0_eye_in_hand"], element["observation/wrist_image"])
+    assert obs.state["state"].dtype == np.float64 and np.array_equal(obs.state["state"], element["observation/state"])

@@ -19,7 +19,7 @@ from websockets.sync.client import connect
 from evalkit.run import RunConfig, execute
 from evalkit.serve import PolicyServer, ServerThread
 from evalkit.store import ResultStore
-from evalkit.types import NoAction, Observation, PolicySpec
+from evalkit.types import NoAction, Observation, PolicySpec, Undecodable
 from policies.basic import RandomPolicy
 from policies.remote import RemotePolicy
 from evalkit.wire import ServerError
@@ -104,14 +104,18 @@ def test_a_failing_query_gets_an_error_frame_and_the_connection_stays_usable():
 
 class NoActionOnStep2(RandomPolicy):
     def act(self, obs, instruction):
+        if obs.step == 3:
+            return Undecodable(np.full((1, 7), 0.5), "no FAST tokens")
         return NoAction("undecodable tokens") if obs.step == 2 else super().act(obs, instruction)
 
 
-def test_no_action_travels_as_itself():
+def test_no_action_and_undecodable_travel_as_themselves():
     with ServerThread(PolicyServer(NoActionOnStep2, "no-action")) as url:
         policy = RemotePolicy(url=url)
-        chunks = policy.act_batch([Observation(step=1), Observation(step=2)], ["", ""])
+        chunks = policy.act_batch([Observation(step=1), Observation(step=2), Observation(step=3)], ["", "", ""])
     assert chunks[0].shape == (1, 7) and chunks[1] == NoAction("undecodable tokens")
+    assert isinstance(chunks[2], Undecodable) and chunks[2].reason == "no FAST tokens"
+    assert np.array_equal(chunks[2].actions, np.full((1, 7), 0.5))
 
 
 class Counter:
