@@ -99,11 +99,11 @@ def doctor(suite_names: Optional[list[str]] = None, assets: Optional[str] = None
         if not reference:
             echo(f"{name}: no reference fingerprints committed; nothing to check")
             continue
+        check = check_suite(suite, assets)
         differences = tuple(version_differences(reference.get("versions", {})))
-        if differences and differences not in versions_said:
+        if check.status != UNAVAILABLE and differences and differences not in versions_said:
             versions_said.add(differences)
             echo("package versions differ from the pinned ones: " + "; ".join(differences))
-        check = check_suite(suite, assets)
         drift |= check.status == DRIFT
         echo(_line(check))
     return 1 if drift else 0

@@ -27,9 +27,11 @@ pip_install() {
   .venv-simpler/bin/python -m pip install -q --disable-pip-version-check "$@" 2>&1 \
     | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 }
-# ManiSkill2_real2sim's requirements.txt, versions as tested (../shared/tools/simpler-cpu/README.md).
+# ManiSkill2_real2sim's requirements.txt, versions as tested (../shared/tools/simpler-cpu/README.md),
+# plus mediapy and matplotlib: SimplerEnv's official evaluator (simpler_env/evaluation/maniskill2_evaluator.py)
+# imports them through simpler_env/utils/visualization.py, and the conformance tests import that evaluator.
 pip_install numpy==1.26.4 sapien==2.2.2 gymnasium==0.29.1 scipy transforms3d trimesh rtree ruckig \
-  opencv-python-headless "imageio[ffmpeg]" h5py pyyaml tqdm tabulate pillow pytest
+  opencv-python-headless "imageio[ffmpeg]" h5py pyyaml tqdm tabulate pillow pytest mediapy matplotlib
 # --no-deps: their declared dependencies are above (SimplerEnv's full install would add tensorflow/jax).
 pip_install --no-deps -e "$SRC/ManiSkill2_real2sim" -e "$SRC/SimplerEnv" -e .
 # Model policies need torch/transformers: rather than a second multi-GB torch, let .venv-simpler see
@@ -41,4 +43,7 @@ if [ "${SIMPLER_SHARE_VENV:-1}" = 1 ] && [ -n "$MAIN_SITE" ]; then
   say "torch and model packages come from .venv ($MAIN_SITE), after .venv-simpler's own"
 fi
 .venv-simpler/bin/python -c 'import simpler_env, sapien, numpy; print("setup_simpler: ready: sapien", sapien.__version__, "numpy", numpy.__version__)'
+# The official evaluation path must import too (it pulls mediapy, matplotlib, transforms3d).
+.venv-simpler/bin/python -c 'import simpler_env.evaluation.maniskill2_evaluator' \
+  || { say "simpler_env.evaluation.maniskill2_evaluator does not import (see the error above)"; exit 1; }
 say "robot descriptions missing from your ManiSkill2_real2sim copy? merge the asset bundle's package_assets/ (its MANIFEST.md)"

@@ -10,8 +10,13 @@ Protocol points handled here (see ../shared/PROTOCOLS.md):
 - Google Robot at 3 Hz (sim 513 Hz), WidowX at 5 Hz (sim 500 Hz); step limits per task;
 - the drawer tasks are ray-traced; the `*_rasterized` suites render them rasterized for
   machines without a GPU (about 45 s per ray-traced step on CPU) and record that deviation;
-- a built env is reused while the next episode has the same build arguments (the official
-  evaluator rebuilds it per episode); every reset gets an explicit seed (seed + init index);
+- every episode starts from a fresh scene, as the official evaluator's new env per episode: a
+  reset without reconfiguring keeps state from the previous episode (ManiSkill2 then only zeroes
+  velocities; measured: final object poses up to 2.6 cm apart, outcomes flipped), so an env is
+  rebuilt when the build arguments change and otherwise reset with `reconfigure=True`, which
+  rebuilds the scene and is bit-identical to a new env at about half the setup cost
+  (results/bench_simpler_rebuild.md); every reset gets the official episode seed explicitly
+  (OFFICIAL_EPISODE_SEED, what each of the official loop's fresh envs draws);
 - images are the policy camera's full frame (Google 640x512 overhead, WidowX 640x480 third
   view); adapters resize to their input with evalkit.conventions.resize_image.
 """
@@ -32,6 +37,7 @@ from suites import simpler_grids as grids
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BUNDLE = REPO_ROOT.parent / "shared" / "assets" / "simplerenv-data.tar.gz"
+FINGERPRINT_FILE = Path(__file__).resolve().parent / "fingerprints" / "simpler.json"
 INSTALL_HINT = (
     "simpler_env and mani_skill2_real2sim are not on PyPI, and SAPIEN 2.2.2 needs numpy<2 and "
     "gymnasium<1.0: run `bash scripts/setup_simpler.sh` (a separate .venv-simpler with both packages "
@@ -68,6 +74,14 @@ SIMPLER_SUITES = {
     "simpler_bridge": ("widowx", "bridge", tuple(grids.BRIDGE_TASKS)),
     **{f"simpler_{task}": ("widowx", "bridge", (task,)) for task in grids.BRIDGE_TASKS},
 }
+# How each episode gets a fresh scene (recorded with runs): a new env when the build arguments
+# change, else env.reset(..., reconfigure=True); both bit-identical to the official new env per episode.
+ENV_PER_EPISODE = "reconfigure"
+# The official evaluator builds a new env per episode and resets it with no seed: ManiSkill2_real2sim
+# seeds a new env's main RNG with 2022, so every official episode draws the same episode seed,
+# RandomState(2022).randint(2**32). Most grid entries fix every pose, but some variants (coke-can VA
+# distractors) place objects from this RNG: evalkit resets every episode with it, as the official loop.
+OFFICIAL_EPISODE_SEED = 40194941
 RASTERIZED_SUFFIX = "_rasterized"
 RASTERIZABLE = ("simpler_google_vm", "simpler_google_va", "simpler_drawer_vm", "simpler_drawer_va")
 FAMILIES = {"vm": "SimplerEnv VM", "va": "SimplerEnv VA", "bridge": "SimplerEnv Bridge"}
@@ -102,11 +116,27 @@ class SimplerSuite(Suite):
                 "step_limits": {t: first[i]["max_steps"] for i, t in enumerate(task_names)},
                 "rendering": "drawers rasterized" if rasterized else "drawers ray-traced (protocol)",
                 "images": "policy camera at full resolution; adapters resize to their input",
+                "env_per_episode": ENV_PER_EPISODE,
                 "deviations": [RASTERIZED_NOTE] if rasterized and "open_drawer" in task_names else []}
         super().__init__(name=name, robot=robot, max_steps=max(info["step_limits"].values()),
                          episodes_per_task=max(info["episodes"].values()), family=FAMILIES[setting], tasks=tasks,
                          env_factory=SimplerEnv, info=info, preset="simpler",
-                         control_hz=float(first[0]["control_freq"]))
+                         control_hz=float(first[0]["control_freq"]), fingerprint_file=str(FINGERPRINT_FILE))
+
+    def doctor_sample(self) -> list[EpisodeSpec]:
+        return doctor_sample(self.name)
+
+    def reference_fingerprints(self) -> dict:
+        """The committed reference; a ray-traced suite uses its rasterized twin's (physics does not
+        depend on the shader: FINGERPRINT_SUITES), under its own episode keys."""
+        reference = super().reference_fingerprints()
+        if reference or self.name not in RASTERIZABLE:
+            return reference
+        twin = self.name + RASTERIZED_SUFFIX
+        reference = Suite.reference_fingerprints(simpler_suite(twin))
+        if reference:
+            reference["episodes"] = {self.name + key[len(twin):]: value for key, value in reference["episodes"].items()}
+        return reference
 
     def episode_params(self, task_id: int, init_index: int) -> dict:
         """The grid entry of an episode, with the rendering this suite uses."""
@@ -115,7 +145,8 @@ class SimplerSuite(Suite):
         return params
 
     def episodes(self, task_ids=None, episodes_per_task=None, seed: int = 0) -> list[EpisodeSpec]:
-        """Episode i of a task is entry i of its official grid; seed = seed + i.
+        """Episode i of a task is entry i of its official grid; every episode is reset with the
+        official episode seed (OFFICIAL_EPISODE_SEED), plus `seed` when a run asks for another.
 
         `episodes_per_task` N takes the first N entries of each task's grid (official loop order)."""
         specs = []
@@ -127,15 +158,76 @@ class SimplerSuite(Suite):
             if count > size:
                 raise ValueError(f"{self.name} task {task_id} ({self.task_names[task_id]}) has {size} episodes; "
                                  f"asked for {count}")
-            for i in range(count):
-                params = self.episode_params(task_id, i)
-                specs.append(EpisodeSpec(self.name, task_id, self.task_names[task_id], params["instruction"], i,
-                                         seed + i, params["max_steps"], tuple(params.items())))
+            specs.extend(self.episode(task_id, i, OFFICIAL_EPISODE_SEED + seed) for i in range(count))
         return specs
+
+    def episode(self, task_id: int, init_index: int, seed: int) -> EpisodeSpec:
+        """Entry `init_index` of a task's grid as an episode reset with `seed`."""
+        params = self.episode_params(task_id, init_index)
+        return EpisodeSpec(self.name, task_id, self.task_names[task_id], params["instruction"], init_index, seed,
+                           params["max_steps"], tuple(params.items()))
 
 
 def simpler_suite(name: str) -> SimplerSuite:
     return SimplerSuite(name)
+
+
+# -- settled-state fingerprints (evalkit.fingerprint; reference values in suites/fingerprints/) -------
+
+FINGERPRINT_PACKAGES = ("sapien", "mani_skill2_real2sim", "simpler_env", "numpy")
+# The suites of the committed reference file. The protocol's drawers are ray-traced and a reset renders
+# the first observation (about 80 s on a CPU), so the drawers are fingerprinted rasterized: physics does
+# not depend on the shader (checked: both drawer sample episodes settle to the same fingerprints ray-traced).
+FINGERPRINT_SUITES = ("simpler_google_vm_rasterized", "simpler_bridge")
+
+
+def doctor_sample(suite_name: str) -> list[EpisodeSpec]:
+    """A small fixed sample for `evalkit doctor`: the first and the last entry of each task's grid
+    (other objects, orientation and robot colouring), seeded as in a run with --seed 0."""
+    suite = simpler_suite(suite_name)
+    sample = []
+    for task_id, task in enumerate(suite.task_names):
+        last = len(task_grid(suite.setting, task)) - 1
+        sample.extend(suite.episode(task_id, i, OFFICIAL_EPISODE_SEED) for i in (0, last))
+    return sample
+
+
+def reference_fingerprints(suite_names=FINGERPRINT_SUITES, options: Optional[EnvOptions] = None) -> dict:
+    """Settled-state fingerprints of each suite's doctor sample, every episode in an env of its own,
+    with the package versions they depend on (the content of suites/fingerprints/simpler.json)."""
+    options = options or EnvOptions()
+    # wait_steps 0: the simpler protocol starts acting right after reset, so that state is the settled one
+    return {"wait_steps": 0, "versions": {package: _package_version(package) for package in FINGERPRINT_PACKAGES},
+            "suites": {name: _suite_fingerprints(name, options) for name in suite_names}}
+
+
+def _suite_fingerprints(suite_name: str, options: EnvOptions) -> dict:
+    from evalkit.fingerprint import combine, rounded_state, state_fingerprint
+
+    episodes = {}
+    for episode in doctor_sample(suite_name):
+        state = settled_state_of(episode, options)
+        episodes[episode.key] = {"fingerprint": state_fingerprint(state), "state": rounded_state(state)}
+    return {"episodes": episodes, "fingerprint": combine({k: e["fingerprint"] for k, e in episodes.items()})}
+
+
+def settled_state_of(episode: EpisodeSpec, options: EnvOptions) -> dict[str, np.ndarray]:
+    """The settled state of one episode (after reset; the protocol has no wait steps), in a new env."""
+    env = SimplerEnv(episode.suite, options)
+    try:
+        env.reset(episode, render=False)
+        return env.settled_state()
+    finally:
+        env.close()
+
+
+def _package_version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 # -- installation and assets ----------------------------------------------------------------------
@@ -213,7 +305,7 @@ def reset_options(params: dict) -> dict:
 
 
 class SimplerEnv:
-    """One SimplerEnv environment, rebuilt when an episode needs other build arguments."""
+    """One SimplerEnv environment; every episode starts from a fresh scene (module docstring)."""
 
     def __init__(self, suite_name: str, options: EnvOptions):
         self.suite = simpler_suite(suite_name)
@@ -227,12 +319,14 @@ class SimplerEnv:
         self._obs: dict = {}
         self._info: dict = {}
 
-    def _ensure_env(self, params: dict) -> None:
+    def _ensure_env(self, params: dict) -> bool:
+        """Build the env unless the current one has the same build arguments; True if built now."""
         kwargs = build_kwargs(params, self.assets)
         key = repr((params["env_id"], sorted(kwargs.items(), key=lambda kv: kv[0])))
         if key == self._build_key:
-            return
-        self.close()
+            return False
+        previous = self.env  # closed but referenced until the new env exists: SAPIEN then shares its
+        self.close()         # renderer and loaded meshes instead of starting over (1 s, not 8-15 s, on CPU)
         try:
             self.env = self.api.build(params["env_id"], **kwargs)
         except RuntimeError as exc:
@@ -240,11 +334,14 @@ class SimplerEnv:
                 raise SimplerSetupError(f"SAPIEN found no Vulkan device ({exc}). {INSTALL_HINT}") from exc
             raise
         self._build_key = key
+        return True
 
     def reset(self, episode: EpisodeSpec, render: bool) -> None:
         params = episode.param_dict()
-        self._ensure_env(params)
-        self._obs, _ = self.env.reset(seed=episode.seed, options=reset_options(params))
+        options = reset_options(params)
+        if not self._ensure_env(params):  # a used env: rebuild its scene, as a new env would have
+            options["reconfigure"] = True
+        self._obs, _ = self.env.reset(seed=episode.seed, options=options)
         self._info = {}
         actual = self.env.unwrapped.get_language_instruction()
         if actual != episode.instruction:  # the grid and the env disagree on what this episode is
@@ -285,10 +382,41 @@ class SimplerEnv:
     def frame(self) -> np.ndarray:
         return np.asarray(self.api.image(self.env.unwrapped, self._obs))
 
+    def settled_state(self) -> dict[str, np.ndarray]:
+        """Poses now (after reset: the settled state; evalkit.fingerprint), see scene_poses."""
+        return scene_poses(self.env.unwrapped)
+
     def close(self) -> None:
         if self.env is not None:
             self.env.close()
             self.env, self._build_key = None, None
+
+
+def scene_poses(scene_env) -> dict[str, np.ndarray]:
+    """{name: (x, y, z, qw, qx, qy, qz)} of what physics moves: the dynamic actors (the task's
+    objects), the links of articulations other than the robot (drawers), the robot base and TCP.
+
+    `scene_env` is the unwrapped ManiSkill2 env (SAPIEN 2 scene API)."""
+    robot = scene_env.agent.robot
+    poses: dict[str, np.ndarray] = {}
+    for actor in scene_env._scene.get_all_actors():
+        if actor.type == "dynamic":
+            _add_pose(poses, actor.name, actor.pose)
+    for articulation in scene_env._scene.get_all_articulations():
+        if articulation is not robot:
+            for link in articulation.get_links():
+                _add_pose(poses, f"{articulation.name}/{link.name}", link.pose)
+    _add_pose(poses, "robot_base", robot.pose)
+    _add_pose(poses, "robot_tcp", scene_env.tcp.pose)
+    return poses
+
+
+def _add_pose(poses: dict, name: str, pose) -> None:
+    unique, n = name, 1
+    while unique in poses:  # two actors of one name (identical objects) stay apart
+        n += 1
+        unique = f"{name}#{n}"
+    poses[unique] = np.concatenate([np.asarray(pose.p, dtype=np.float64), np.asarray(pose.q, dtype=np.float64)])
 
 
 def _plain(value):

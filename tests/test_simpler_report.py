@@ -1,5 +1,6 @@
 """SimplerEnv aggregation (hand-computed VM/VA tables) and sim-to-real metrics on known vectors."""
 
+import numpy as np
 import pytest
 
 from evalkit import simpler_report as sr
@@ -97,9 +98,64 @@ def test_sim2real_table_pairs_runs_with_reference_rates():
     b = sr.task_rates(episodes("simpler_coke_can_vm", 0, {0: 0, 1: 1}))  # 0.5
     c = sr.task_rates(episodes("simpler_coke_can_vm", 0, {0: 0, 1: 0}))  # 0.0
     headers, rows = sr.sim2real_table([("a", a), ("b", b), ("c", c)], ["rt-1-x", "rt-2-x", "octo-base"])
-    # real .760 .907 .293: pair (a, b) inverted -> MMRV (0.147 + 0.147 + 0) / 3 = 0.098
-    assert rows == [["Visual Matching", "pick_coke_can", "1.000 0.500 0.000", "0.760 0.907 0.293", "0.098", "0.728"]]
+    # real 0.76, 2.72/3, 0.88/3 (orientation means): pair (a, b) inverted -> MMRV (0.1467 * 2 + 0) / 3 = 0.098;
+    # Pearson: centred sim (.5, 0, -.5), real (.10667, .25333, -.36) -> .23333 / (.70711 * .45294) = 0.7285
+    # (metrics.py's rounded .907/.293 would give 0.728)
+    assert rows == [["Visual Matching", "pick_coke_can", "1.000 0.500 0.000", "0.760 0.907 0.293", "0.098", "0.729"]]
     with pytest.raises(ValueError, match="one per run directory"):
         sr.sim2real_table([("a", a)], ["rt-1-x", "octo-base"])
     with pytest.raises(ValueError, match="no real-robot rate of pick_coke_can for octo-small"):
         sr.sim2real_table([("a", a)], ["octo-small"])
+
+
+def coke_runs(rates_in_quarters):
+    """One run per rate: 4 coke-can VM episodes of one cell (horizontal, default URDF), k of them successful."""
+    return [(f"run{i}", sr.task_rates(episodes("simpler_coke_can_vm", 0, {j: int(j < k) for j in range(4)})))
+            for i, k in enumerate(rates_in_quarters)]
+
+
+def test_coke_can_real_rates_are_the_scripts_unrounded_orientation_means():
+    # tools/calc_metrics_evaluation_videos.py: real = mean of horizontal, vertical, standing
+    assert sr.REAL_PERF["pick_coke_can"]["rt-2-x"] == pytest.approx((0.92 + 0.80 + 1.00) / 3, abs=1e-15)
+    assert sr.REAL_PERF["pick_coke_can"]["rt-1-converged"] == pytest.approx((0.96 + 0.88 + 0.72) / 3, abs=1e-15)
+    assert sr.REAL_PERF["pick_coke_can"]["octo-base"] == pytest.approx((0.44 + 0.20 + 0.24) / 3, abs=1e-15)
+    assert sr.REAL_PERF["pick_coke_can"]["rt-2-x"] != 0.907  # metrics.py's rounded copy
+
+
+def test_mmrv_and_pearson_as_the_script_computes_them():
+    # sim (rt-2-x .75, rt-1-converged .5, rt-1-15pct 1, rt-1-x .5, rt-1-begin 0, octo-base .25): the only
+    # violation is i = rt-1-converged, j = rt-1-x (a tie in sim, real .8533 > .76):
+    # MMRV = |2.56/3 - 2.28/3| / 6 = 0.09333 / 6 = 0.01556 -> 0.016 (rounded .853/.760 give 0.0155 -> 0.015)
+    aliases = ["rt-2-x", "rt-1-converged", "rt-1-15pct", "rt-1-x", "rt-1-begin", "octo-base"]
+    _, rows = sr.sim2real_table(coke_runs([3, 2, 4, 2, 0, 1]), aliases)
+    assert rows == [["Visual Matching", "pick_coke_can", "0.750 0.500 1.000 0.500 0.000 0.250",
+                     "0.907 0.853 0.920 0.760 0.133 0.293", "0.016", "0.903"]]
+    real = [sr.REAL_PERF["pick_coke_can"][a] for a in aliases]
+    assert sr.mean_maximum_rank_violation([0.75, 0.5, 1.0, 0.5, 0.0, 0.25], real) == pytest.approx(0.28 / 3 / 6)
+    assert sr.pearson_correlation([0.75, 0.5, 1.0, 0.5, 0.0, 0.25], real) == pytest.approx(
+        np.corrcoef([0.75, 0.5, 1.0, 0.5, 0.0, 0.25], real)[0, 1], abs=1e-7)
+
+
+def test_sim2real_scores_the_drawers_together_too():
+    def drawer_run(open_ok, close_ok):
+        return sr.task_rates(episodes("simpler_drawer_vm", 0, {0: open_ok}) + episodes("simpler_drawer_vm", 1, {0: close_ok}))
+
+    _, rows = sr.sim2real_table([("a", drawer_run(1, 1)), ("b", drawer_run(0, 1))], ["rt-1-x", "octo-base"])
+    drawer = [row for row in rows if row[1] == "drawer"]
+    # real drawer = mean of open and close: rt-1-x (.519 + .741) / 2 = .63, octo-base (.148 + .519) / 2 = .3335
+    assert drawer == [["Visual Matching", "drawer", "1.000 0.500", "0.630 0.334", "0.000", "1.000"]]
+    assert [row[1] for row in rows] == ["close_drawer", "drawer", "open_drawer"]
+
+
+def test_an_episode_stored_under_two_suite_names_counts_once():
+    full = episodes("simpler_google_vm", 0, {0: 1, 1: 1, 2: 0, 25: 1})
+    copies = episodes("simpler_coke_can_vm", 0, {0: 0, 1: 0})  # same grid entries 0 and 1, other outcomes
+    alone = sr.task_rates(full)
+    assert alone[("vm", "pick_coke_can")] == pytest.approx((2 / 3 + 1) / 2)
+    assert sr.task_rates(full + copies) == alone  # pooled: horizontal (2 of 5) would drag it to 0.7
+    assert sr.duplicate_notes(full + copies) == [
+        "2 episodes are stored under more than one suite name (simpler_coke_can_vm, simpler_google_vm): each counts "
+        "once in the SimplerEnv tables (the first stored); 2 of them have copies with different outcomes"]
+    assert sr.duplicate_notes(full) == []
+    drawers = episodes("simpler_google_vm", 2, {0: 1}) + episodes("simpler_google_vm_rasterized", 2, {0: 0})
+    assert sr.task_rates(drawers)[("vm", "open_drawer")] == 0.5  # ray-traced and rasterized: not the same episode

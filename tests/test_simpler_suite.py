@@ -16,6 +16,7 @@ from evalkit.suite import EnvOptions
 from evalkit.types import PolicySpec
 from suites import fake_simpler
 from suites.fake_simpler import FakeSimplerEnv
+from suites import simpler
 from suites.simpler import SimplerSetupError, resolve_assets
 
 
@@ -76,7 +77,7 @@ def test_coke_can_vm_builds_and_resets_as_the_official_evaluator(assets):
             kwargs["max_episode_steps"], kwargs["obs_mode"]) == (True, None, 3, 513, 80, "rgbd")
     assert "shader_dir" not in kwargs and kwargs["camera_cfgs"] == {"add_segmentation": True}
     (seed, options), = logged("reset")
-    assert seed == 0
+    assert seed == simpler.OFFICIAL_EPISODE_SEED == np.random.RandomState(2022).randint(2**32)
     np.testing.assert_allclose(options["robot_init_options"]["init_xy"], [0.35, 0.20])
     np.testing.assert_allclose(options["robot_init_options"]["init_rot_quat"], [0, 0, 0, 1])
     np.testing.assert_allclose(options["obj_init_options"]["init_xy"], [-0.35, -0.02])
@@ -111,11 +112,78 @@ def test_drawers_are_ray_traced_unless_rasterized(assets):
     np.testing.assert_allclose(options["robot_init_options"]["init_xy"], [0.644, -0.179])
 
 
-def test_env_is_rebuilt_only_when_build_arguments_change(assets):
+def test_every_episode_gets_a_fresh_scene(assets):
     run("simpler_coke_can_vm", PushX(0.0), indices=(0, 1, 25))  # 25: next orientation (upright)
     assert len(logged("make")) == 2 and len(logged("reset")) == 3
     assert logged("make")[1][1]["upright"] is True
-    assert [seed for seed, _ in logged("reset")] == [0, 1, 25]
+    assert [seed for seed, _ in logged("reset")] == [simpler.OFFICIAL_EPISODE_SEED] * 3  # as every official episode
+    # a new env resets as the official evaluator does; a used one rebuilds its scene first
+    assert [options.get("reconfigure") for _, options in logged("reset")] == [None, True, None]
+    assert make_suite("simpler_coke_can_vm").info["env_per_episode"] == "reconfigure"
+
+
+def final_outcomes(suite_name, policy, indices, task=0):
+    """(success, steps, termination, settled state after the last step) of each episode, run in one worker."""
+    suite = make_suite(suite_name)
+    worker = EpisodeWorker(policy, WorkerConfig(suites={suite_name: suite}, spec=policy.spec, mode="open_loop",
+                                                protocol=SIMPLER, env_options=EnvOptions()))
+    out = []
+    try:
+        for i in indices:
+            result = worker.run(suite.episode(task, i, i))
+            out.append((result.success, result.steps, result.termination, worker.envs[suite_name].settled_state()))
+    finally:
+        worker.close()
+    return out
+
+
+def assert_same_outcome(a, b):
+    assert a[:3] == b[:3]
+    assert a[3].keys() == b[3].keys()
+    for name in a[3]:
+        np.testing.assert_array_equal(a[3][name], b[3][name], err_msg=name)
+
+
+def test_an_episode_does_not_depend_on_the_one_before(assets):
+    # x sum 0.995 at the last step: a failure from a fresh scene; one that kept 1% of the previous
+    # episode's push (the fake's reuse leak, like ManiSkill2's) would count as a success
+    push = PushX(0.995 / 80)
+    *_, after = final_outcomes("simpler_coke_can_vm", push, (0, 1))
+    first, = final_outcomes("simpler_coke_can_vm", push, (1,))
+    assert first[:3] == (False, 80, "budget")
+    assert_same_outcome(after, first)
+
+
+def test_the_fake_leaks_state_when_an_env_is_reused_as_maniskill2_does(assets):
+    # The check above can fail: reset without reconfigure keeps state, a new env or reconfigure does not.
+    suite = make_suite("simpler_coke_can_vm")
+    params = suite.episode_params(0, 1)
+    options = simpler.reset_options(params)
+
+    def final_state(env, reset_extra):
+        env.reset(seed=1, options={**options, **reset_extra})
+        for _ in range(80):
+            env.step(np.array([0.995 / 80, 0, 0, 0, 0, 0, 0]))
+        return env.unwrapped.get_state()
+
+    build = lambda: fake_simpler.build_maniskill2_env(params["env_id"], **simpler.build_kwargs(params, assets))  # noqa: E731
+    fresh = final_state(build(), {})
+    used = build()
+    final_state(used, {})
+    assert not np.array_equal(final_state(used, {}), fresh)
+    np.testing.assert_array_equal(final_state(used, {"reconfigure": True}), fresh)
+
+
+def test_settled_state_holds_the_objects_robot_base_and_tcp(assets):
+    suite = make_suite("simpler_google_vm")
+    env = suite.make_env(EnvOptions())
+    episode = suite.episode(1, 0, 0)  # move near, robot at (0.35, 0.21) turned by yaw -0.09
+    env.reset(episode, render=False)
+    state = env.settled_state()
+    assert sorted(state) == ["fake_object", "robot_base", "robot_tcp"]  # the static arena is left out
+    assert all(pose.shape == (7,) for pose in state.values())
+    np.testing.assert_allclose(state["robot_base"][:2], [0.35, 0.21], atol=1e-6)
+    np.testing.assert_allclose(state["robot_base"][3:], episode.param_dict()["robot_init_quat"], atol=1e-6)
 
 
 def test_rlds_chunks_are_postprocessed_for_the_google_robot(assets):
@@ -152,7 +220,7 @@ def test_widowx_gripper_binarised_and_partial_success_stored(assets, tmp_path, c
     assert all(r.steps == 60 for r in results)
     assert "SimplerEnv Bridge / WidowX" in report and "| run | grasp (partial) | 100.0 | - | - | - | - |" in report
     assert "stand-in assets" in report and "3 of 24 episodes" in report
-    assert "protocol simpler (wait 0" in report and "success at last step" in report
+    assert "protocol simpler (wait 0" in report and "success checked at the episode's last step" in report
 
 
 def test_missing_simpler_env_says_how_to_install(assets, monkeypatch):
@@ -208,3 +276,80 @@ def test_run_uses_the_suites_preset_unless_told():
     assert RunConfig(suites=["simpler_bridge"], preset="simpler_any_step").protocol().success_rule == "first"
     with pytest.raises(ValueError, match="different protocols"):
         RunConfig.from_dict({"suites": "fake,simpler_bridge"})
+
+
+# -- settled-state fingerprints -------------------------------------------------------------------------
+
+def test_doctor_sample_is_the_first_and_last_entry_of_each_task():
+    sample = simpler.doctor_sample("simpler_google_vm_rasterized")
+    assert [(e.task_id, e.init_index, e.seed) for e in sample] == [
+        (t, i, simpler.OFFICIAL_EPISODE_SEED) for t, i in ((0, 0), (0, 299), (1, 0), (1, 239), (2, 0), (2, 107),
+                                                           (3, 0), (3, 107))]
+    assert sample[1].param_dict()["urdf_version"] == "recolor_cabinet_visual_matching_1"  # another robot colouring
+    assert make_suite("simpler_bridge").doctor_sample() == simpler.doctor_sample("simpler_bridge")
+
+
+def test_reference_fingerprints_fingerprint_each_sample_episode_in_its_own_env(assets):
+    from evalkit.fingerprint import combine, rounded_state, state_fingerprint
+
+    reference = simpler.reference_fingerprints(["simpler_coke_can_vm", "simpler_carrot_on_plate"])
+    assert set(reference["versions"]) == {"sapien", "mani_skill2_real2sim", "simpler_env", "numpy"}
+    assert reference["wait_steps"] == 0 and len(logged("make")) == 4  # a new env per episode
+    coke = reference["suites"]["simpler_coke_can_vm"]
+    last = make_suite("simpler_coke_can_vm").episode(0, 299, simpler.OFFICIAL_EPISODE_SEED)
+    alone = simpler.settled_state_of(last, EnvOptions())
+    assert coke["episodes"][last.key] == {"fingerprint": state_fingerprint(alone), "state": rounded_state(alone)}
+    assert coke["fingerprint"] == combine({k: e["fingerprint"] for k, e in coke["episodes"].items()})
+    assert coke["episodes"][last.key]["state"]["robot_base"][:2] == [0.35, 0.2]
+    assert simpler.reference_fingerprints(["simpler_coke_can_vm"])["suites"]["simpler_coke_can_vm"] == coke
+
+
+def test_reference_fingerprints_change_when_the_settled_state_does(assets, monkeypatch):
+    before = simpler.reference_fingerprints(["simpler_carrot_on_plate"])["suites"]["simpler_carrot_on_plate"]
+    reset = fake_simpler._Unwrapped.reset
+
+    def lower_table(self, options):  # a physics change: objects come to rest 2 mm lower
+        reset(self, options)
+        self.obj.pose.p[2] -= 0.002
+
+    monkeypatch.setattr(fake_simpler._Unwrapped, "reset", lower_table)
+    after = simpler.reference_fingerprints(["simpler_carrot_on_plate"])["suites"]["simpler_carrot_on_plate"]
+    assert after["fingerprint"] != before["fingerprint"]
+    assert all(after["episodes"][k]["fingerprint"] != e["fingerprint"] for k, e in before["episodes"].items())
+
+
+def test_fingerprint_cli_writes_the_reference_file(assets, tmp_path):
+    import json
+
+    from suites import simpler_fingerprints
+
+    out = tmp_path / "fp" / "simpler.json"
+    assert simpler_fingerprints.main([str(out), "--suites", "simpler_stack_cube"]) == 0
+    written = json.loads(out.read_text())
+    assert written == simpler.reference_fingerprints(["simpler_stack_cube"])
+    assert '"robot_base": [0.147, 0.028, 0.079, 0.0, 0.0, 0.0, 1.0]' in out.read_text()  # a pose per line
+
+
+def test_committed_reference_matches_the_doctor_sample():
+    import json
+
+    from evalkit.fingerprint import combine, state_fingerprint
+
+    reference = json.loads(simpler.FINGERPRINT_FILE.read_text())
+    assert sorted(reference["suites"]) == sorted(simpler.FINGERPRINT_SUITES)
+    assert reference["versions"]["sapien"] == "2.2.2" and reference["wait_steps"] == 0
+    for name, suite in reference["suites"].items():
+        assert list(suite["episodes"]) == sorted(e.key for e in simpler.doctor_sample(name))
+        for entry in suite["episodes"].values():
+            assert entry["fingerprint"] == state_fingerprint(entry["state"])
+            assert {"robot_base", "robot_tcp"} <= set(entry["state"]) and len(entry["state"]) >= 3
+        assert suite["fingerprint"] == combine({k: e["fingerprint"] for k, e in suite["episodes"].items()})
+    assert make_suite("simpler_bridge").reference_fingerprints()["episodes"] == reference["suites"]["simpler_bridge"]["episodes"]
+
+
+def test_a_ray_traced_suite_is_checked_against_its_rasterized_twins_reference():
+    own = make_suite("simpler_google_vm").reference_fingerprints()
+    twin = make_suite("simpler_google_vm_rasterized").reference_fingerprints()
+    assert own["episodes"] and list(own["episodes"]) == [k.replace("_rasterized", "") for k in twin["episodes"]]
+    assert [e.key for e in make_suite("simpler_google_vm").doctor_sample()] == list(own["episodes"])
+    assert make_suite("simpler_coke_can_vm").reference_fingerprints() == {}
