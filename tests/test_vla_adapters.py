@@ -177,3 +177,48 @@ def test_loaders_name_the_missing_checkpoint(tmp_path):
         OpenVLAPolicy(checkpoint=str(tmp_path / "no-such-checkpoint"), device="cpu")
     with pytest.raises(CheckpointError, match="SpatialVLA checkpoint folder"):
         SpatialVLAPolicy(checkpoint=str(tmp_path / "nope"))
+
+
+# -- OpenVLA against the official code (tests/golden/openvla_parity.json, written by
+#    scripts/parity/openvla_parity.py from openvla/openvla's own code) ----------------------
+
+def _openvla_golden():
+    import json
+    from pathlib import Path
+
+    return json.loads((Path(__file__).parent / "golden" / "openvla_parity.json").read_text())
+
+
+def _golden_frame(name):
+    """The formula-built 224 frames of scripts/parity/openvla_evalkit.py (same names and seeds)."""
+    if name == "gradient":
+        y, x = np.mgrid[0:224, 0:224]
+        return np.stack([x, y, (x + y) // 2], -1).astype(np.uint8)
+    if name == "edges":
+        cells = np.random.default_rng(17).integers(0, 256, (14, 14, 3))
+        return np.kron(cells, np.ones((16, 16, 1))).astype(np.uint8)
+    return np.random.default_rng(18).integers(0, 256, (224, 224, 3), dtype=np.uint8)
+
+
+def test_openvla_center_crop_matches_the_official_tf_crop_value_for_value():
+    # get_vla_action: float32 [0, 1], tf.image.crop_and_resize, convert_image_dtype(saturate) (x 255.5,
+    # truncated). Pillow's bilinear on the same box rounds instead: ~1 value in 5 was 1 too high.
+    import hashlib
+
+    golden = _openvla_golden()["crops"]
+    assert set(golden) == {"gradient", "edges", "noise"}
+    for name, want in golden.items():
+        cropped = np.ascontiguousarray(center_crop(_golden_frame(name)))
+        assert cropped.dtype == np.uint8 and cropped.shape == (224, 224, 3)
+        assert cropped.reshape(-1, 3).sum(0).tolist() == want["channel_sums"], name
+        assert hashlib.sha256(cropped.tobytes()).hexdigest() == want["sha256"], name
+
+
+def test_openvla_decode_and_unnormalise_match_official_predict_action():
+    golden = _openvla_golden()
+    stats = read_action_stats({"libero_spatial_no_noops": golden["stats"]}, "libero_spatial_no_noops")
+    assert len(golden["actions"]) >= 5
+    for name, case in golden["actions"].items():
+        assert prompt_for(case["instruction"]) == case["prompt"], name
+        np.testing.assert_allclose(decode_action_tokens(case["tokens"]), case["normalised"], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(tokens_to_action(case["tokens"], stats), case["actions"], rtol=0, atol=1e-12)

@@ -1,0 +1,1 @@
+"""torchvision.ops stand-in (OpenVLA parity shim)."""
