@@ -20,7 +20,7 @@ from typing import Callable, Optional
 
 from evalkit.conventions import Postprocessor
 from evalkit.execution import wrap
-from evalkit.policy import act_batch
+from evalkit.policy import QueryError, answer_batch
 from evalkit.protocol import Protocol
 from evalkit.runner import run_episode
 from evalkit.suite import EnvOptions
@@ -241,12 +241,8 @@ class ParallelRunner:
         for query in queries:  # one batch per policy instance
             groups.setdefault(id(query[0].policy), []).append(query)
         for group in groups.values():
-            policy = group[0][0].policy
-            try:
-                chunks = act_batch(policy, [q[1] for q in group], [q[2] for q in group])
-                replies = [("chunk", chunk) for chunk in chunks]
-            except Exception:
-                replies = [("policy_error", traceback.format_exc())] * len(group)
+            answers = answer_batch(group[0][0].policy, [q[1] for q in group], [q[2] for q in group])
+            replies = [("policy_error", str(a)) if isinstance(a, QueryError) else ("chunk", a) for a in answers]
             for (slot, _, _), reply in zip(group, replies):
                 slot.conn.send(reply)
 

@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from evalkit import wire
-from evalkit.policy import act_batch
+from evalkit.policy import QueryError, answer_batch
 from evalkit.types import NoAction, Observation, Undecodable
 
 
@@ -107,15 +107,17 @@ class Batcher:
             for query, chunk in zip(group, chunks):
                 timing = {"infer_ms": infer_ms, "queue_ms": (started - query.queued_at) * 1000,
                           "batch_size": len(group)}
-                if not query.future.done():
+                if query.future.done():
+                    continue
+                if isinstance(chunk, QueryError):  # this query alone failed; the batch's others go on
+                    query.future.set_exception(chunk)
+                else:
                     query.future.set_result((chunk, timing))
 
 
-def _act_group(group: list[_Query]) -> list[np.ndarray]:
-    chunks = act_batch(group[0].policy, [q.obs for q in group], [q.instruction for q in group])
-    if len(chunks) != len(group):
-        raise RuntimeError(f"act_batch returned {len(chunks)} chunks for {len(group)} observations")
-    return [_encode_chunk(chunk) for chunk in chunks]
+def _act_group(group: list[_Query]) -> list:
+    answers = answer_batch(group[0].policy, [q.obs for q in group], [q.instruction for q in group])
+    return [a if isinstance(a, QueryError) else _encode_chunk(a) for a in answers]
 
 
 def _encode_chunk(chunk):

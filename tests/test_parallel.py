@@ -3,6 +3,9 @@
 import multiprocessing
 import os
 
+import numpy as np
+import pytest
+
 from evalkit.parallel import ParallelRunner, WorkerConfig
 from evalkit.protocol import OPENVLA
 from evalkit.suite import EnvOptions, Suite
@@ -48,3 +51,49 @@ def test_workers_keep_to_their_task_so_simulators_are_rebuilt_rarely():
     assert [_next_episode(todo, ("fake", 1), {("fake", 0)}).task_id for _ in range(2)] == [1, 1]
     assert _next_episode(todo, ("fake", 1), {("fake", 0)}).task_id == 0  # its own task is done
     assert len(todo) == 1 and _next_episode([], ("fake", 0), set()) is None
+
+
+class RaisesOnOddInits:
+    """Stateless, batched: its act_batch raises if any observation is of an odd init state (after
+    the first query), as a real batched model would; act() raises only for those observations."""
+
+    def __init__(self, short_batches: bool = False):
+        from evalkit.types import PolicySpec
+
+        self.spec = PolicySpec(chunk_size=4)
+        self.short_batches = short_batches in (True, "true", "1")
+
+    def reset(self):
+        pass
+
+    def _bad(self, obs):
+        return int(obs.episode_key.split("/")[2]) % 2 == 1 and obs.step > 0
+
+    def act(self, obs, instruction):
+        if self._bad(obs):
+            raise ValueError(f"bad observation {obs.episode_key}")
+        return np.zeros((4, 7))
+
+    def act_batch(self, observations, instructions):
+        if self.short_batches and len(observations) > 1:
+            return [np.zeros((4, 7))] * (len(observations) - 1)  # one chunk too few
+        return [self.act(o, t) for o, t in zip(observations, instructions)]
+
+
+@pytest.mark.parametrize("short_batches", [False, True])
+def test_a_failing_or_short_batch_fails_only_its_own_episodes(tmp_path, short_batches):
+    from evalkit.registry import register
+    from evalkit.run import RunConfig, execute
+    from evalkit.store import ResultStore
+
+    register("policy", "test-raises-on-odd", "test_parallel:RaisesOnOddInits")
+    outcomes = {}
+    for workers in (1, 3):
+        out = execute(RunConfig(suites=["fake"], policy="test-raises-on-odd", episodes_per_task=4, workers=workers,
+                                policy_args={"short_batches": short_batches}, max_steps=12,
+                                out=str(tmp_path / f"w{workers}")), progress=False)
+        with ResultStore(out, readonly=True) as store:
+            outcomes[workers] = {r.key: r.termination for r in store.results()}
+    errors = {k for k, t in outcomes[3].items() if t == "error"}
+    assert outcomes[1] == outcomes[3]
+    assert errors == {k for k in outcomes[1] if int(k.split("/")[2]) % 2 == 1}  # the odd init states only

@@ -179,6 +179,46 @@ def test_concurrent_queries_are_batched_up_to_the_limit(max_batch):
         assert np.array_equal(reply, RandomPolicy().act(Observation(episode_key=f"e{i}", step=i), ""))
 
 
+class FailsOnEpisodeBad(BatchRecorder):
+    """A batched model whose whole batch raises when one observation is bad."""
+
+    def act_batch(self, observations, instructions):
+        if any(o.episode_key == "bad" for o in observations):
+            self.sizes.append(len(observations))
+            raise ValueError("malformed observation")
+        return super().act_batch(observations, instructions)
+
+    def act(self, obs, instruction):
+        if obs.episode_key == "bad":
+            raise ValueError("malformed observation")
+        return RandomPolicy.act(self, obs, instruction)
+
+
+def test_one_clients_bad_query_fails_only_its_own_reply():
+    policy = FailsOnEpisodeBad()
+    server = PolicyServer(lambda: policy, "fails-on-bad", max_batch=4, max_wait_ms=50)
+    keys = ["e0", "bad", "e2", "e3"]
+    with ServerThread(server) as url:
+        clients = [RemotePolicy(url=url) for _ in keys]
+        replies = [None] * len(keys)
+
+        def query(i):
+            try:
+                replies[i] = clients[i].act(Observation(episode_key=keys[i], step=1), "")
+            except Exception as exc:  # the bad query's client gets the server's error
+                replies[i] = exc
+
+        threads = [threading.Thread(target=query, args=(i,)) for i in range(len(keys))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert max(policy.sizes) > 1  # the bad query did share a batch with good ones
+    assert isinstance(replies[1], Exception) and "malformed observation" in str(replies[1])
+    for i in (0, 2, 3):
+        assert np.array_equal(replies[i], RandomPolicy().act(Observation(episode_key=keys[i], step=1), ""))
+
+
 def test_remote_without_a_server_says_how_to_start_one():
     with ServerThread(PolicyServer(RandomPolicy, "random")) as url:
         pass  # the port is free again now
