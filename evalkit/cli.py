@@ -199,9 +199,26 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_compare(args) -> int:
-    from evalkit.compare import compare
+    """Exit codes a CI script can trust: 0 no regression, 1 regression, 2 not comparable; 3 bad
+    input (a missing or unreadable run, a threshold or alpha that is not a finite number in range),
+    4 evalkit itself failed."""
+    import math
+    import traceback
 
-    code, report = compare(args.baseline, args.candidate, args.alpha, args.threshold)
+    from evalkit.compare import BAD_INPUT, CRASHED, compare
+
+    if not math.isfinite(args.threshold) or args.threshold < 0 or not 0 < args.alpha < 1:
+        print(f"evalkit compare: error: --threshold must be a finite number >= 0 (got {args.threshold}) and "
+              f"--alpha within (0, 1) (got {args.alpha})", file=sys.stderr)
+        return BAD_INPUT
+    try:
+        code, report = compare(args.baseline, args.candidate, args.alpha, args.threshold)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"evalkit compare: error: {exc}", file=sys.stderr)
+        return BAD_INPUT
+    except Exception:
+        print("evalkit compare: internal error:\n" + traceback.format_exc(), file=sys.stderr)
+        return CRASHED
     print(report)
     if args.out:
         Path(args.out).write_text(report)

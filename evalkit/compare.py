@@ -7,7 +7,8 @@ p-values of all tasks are Holm-adjusted together, so a run of many tasks does no
 regressions by chance. A regression is a significant (adjusted p < alpha) drop larger than
 `threshold` percentage points.
 
-Exit codes: 0 no significant regression; 1 regression; 2 the runs are not comparable.
+Exit codes: 0 no significant regression; 1 regression; 2 the runs are not comparable (including
+empty runs); 3 bad input (missing run, non-finite threshold); 4 evalkit failed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from evalkit.store import ResultStore, read_export
 from evalkit.types import EpisodeResult
 
 NO_REGRESSION, REGRESSION, NOT_COMPARABLE = 0, 1, 2
+BAD_INPUT, CRASHED = 3, 4  # never 0/1/2, whose meanings a CI gate relies on
 
 
 class NotComparable(ValueError):
@@ -88,6 +90,9 @@ def pair_runs(baseline_dir, candidate_dir) -> list[tuple[EpisodeResult, EpisodeR
     if not same_protocol(base_sem.get("protocol"), cand_sem.get("protocol")):
         raise NotComparable(f"different protocols: baseline {base_sem.get('protocol')}, "
                             f"candidate {cand_sem.get('protocol')}")
+    empty = [name for name, results in (("baseline", base), ("candidate", cand)) if not results]
+    if empty:
+        raise NotComparable(f"the {' and the '.join(empty)} holds no episodes; nothing to compare")
     base_suites = {r.suite for r in base.values()}
     cand_suites = {r.suite for r in cand.values()}
     if base_suites != cand_suites:

@@ -7,7 +7,8 @@
 # Environment: BASELINE (an `evalkit export` file; default: the oracle's, committed),
 #              THRESHOLD (percentage points a drop must exceed to fail; default 10),
 #              OUT (candidate run directory; use a fresh one per candidate).
-# Exit code: 0 pass, 1 significant regression (tasks named in OUT/compare.md), 2 not comparable.
+# Exit code: 0 pass, 1 significant regression (tasks named in OUT/compare.md), 2 not comparable,
+# 3 bad input (missing baseline or run), 4 evalkit failed (see evalkit compare).
 # To store a new baseline: run the same subset, then `evalkit export RUN_DIR results/baselines/NAME.jsonl`.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -75,5 +75,27 @@ def test_an_exported_baseline_compares_like_its_run(tmp_path, capsys):
     assert main(["compare", str(exported), run(tmp_path, "worse", "test-sabotaged")]) == 1
     assert main(["compare", str(exported), run(tmp_path, "proto", "scripted-reach", preset="nora")]) == 2
     (tmp_path / "junk.jsonl").write_text('{"key": 1}\n')
-    assert main(["compare", str(tmp_path / "junk.jsonl"), baseline]) == 2
+    assert main(["compare", str(tmp_path / "junk.jsonl"), baseline]) == 3  # bad input, not "not comparable"
     assert "not an evalkit export" in capsys.readouterr().err
+
+
+def test_exit_codes_keep_0_1_2_for_verdicts_only(tmp_path, capsys, monkeypatch):
+    import evalkit.compare as compare_module
+
+    baseline = run(tmp_path, "base", "scripted-reach")
+    assert main(["compare", baseline, str(tmp_path / "missing")]) == 3
+    assert main(["compare", baseline, baseline, "--threshold", "nan"]) == 3
+    assert main(["compare", baseline, baseline, "--alpha", "0"]) == 3
+    empty = tmp_path / "empty.jsonl"
+    main(["export", baseline, str(empty)])
+    empty.write_text(empty.read_text().splitlines()[0] + "\n")  # the meta line, no episode
+    capsys.readouterr()
+    assert main(["compare", str(empty), str(empty)]) == 2
+    assert "holds no episodes" in capsys.readouterr().out
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(compare_module, "pair_runs", broken)
+    assert main(["compare", baseline, baseline]) == 4
+    assert "internal error" in capsys.readouterr().err
