@@ -18,7 +18,7 @@ Protocol points handled here (see ../shared/PROTOCOLS.md):
   (results/bench_simpler_rebuild.md); every reset gets the official episode seed explicitly
   (OFFICIAL_EPISODE_SEED, what each of the official loop's fresh envs draws);
 - images are the policy camera's full frame (Google 640x512 overhead, WidowX 640x480 third
-  view); adapters resize to their input with evalkit.conventions.resize_image.
+  view); the harness applies the policy's named image path (evalkit.images) before each query.
 """
 
 from __future__ import annotations
@@ -195,9 +195,11 @@ def doctor_sample(suite_name: str) -> list[EpisodeSpec]:
 def reference_fingerprints(suite_names=FINGERPRINT_SUITES, options: Optional[EnvOptions] = None) -> dict:
     """Settled-state fingerprints of each suite's doctor sample, every episode in an env of its own,
     with the package versions they depend on (the content of suites/fingerprints/simpler.json)."""
+    from evalkit.doctor import installed_versions
+
     options = options or EnvOptions()
     # wait_steps 0: the simpler protocol starts acting right after reset, so that state is the settled one
-    return {"wait_steps": 0, "versions": {package: _package_version(package) for package in FINGERPRINT_PACKAGES},
+    return {"wait_steps": 0, "versions": installed_versions(FINGERPRINT_PACKAGES),
             "suites": {name: _suite_fingerprints(name, options) for name in suite_names}}
 
 
@@ -219,15 +221,6 @@ def settled_state_of(episode: EpisodeSpec, options: EnvOptions) -> dict[str, np.
         return env.settled_state()
     finally:
         env.close()
-
-
-def _package_version(package: str) -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 # -- installation and assets ----------------------------------------------------------------------
