@@ -9,14 +9,26 @@ from pathlib import Path
 from evalkit import registry
 from evalkit.report import report_runs
 
+# `run` runs in a watched child process (evalkit/supervisor.py); tests that install fakes into this
+# process (sys.modules, monkeypatches) turn it off, since a spawned child would not see them.
+SUPERVISE = True
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    from evalkit.run import RunInterrupted
+
     try:
         return args.handler(args)
+    except RunInterrupted as exc:
+        print(f"evalkit: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("evalkit: interrupted", file=sys.stderr)
+        return 130
     except (registry.UnknownNameError, ValueError, FileNotFoundError, TypeError, RuntimeError,
-            ConnectionError) as exc:
+            ConnectionError, OSError) as exc:
         print(f"evalkit: error: {exc}", file=sys.stderr)
         return 2
 
@@ -49,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--render-all", action="store_true", default=None,
                      help="render both cameras every step like a bare loop (slower; same outcomes)")
     run.add_argument("--assets", help="LIBERO assets folder or libero-assets.tar.gz")
+    run.add_argument("--query-timeout-s", type=float,
+                     help="a policy query taking longer ends its episode as timeout (default 600; 0: no limit)")
+    run.add_argument("--episode-timeout-s", type=float,
+                     help="an episode taking longer ends as timeout (default 3600; 0: no limit)")
+    run.add_argument("--retry-errors", action="store_true",
+                     help="run episodes stored as error or timeout again (lost to an outage, say); the old "
+                          "results are kept in the store's `retried` table")
     run.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex"])
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(handler=_cmd_run)
@@ -76,6 +95,9 @@ def _parser() -> argparse.ArgumentParser:
     comp.add_argument("--threshold", type=float, default=0.0,
                       help="only drops larger than this many percentage points count as regressions")
     comp.add_argument("--out", help="also write the Markdown report to this file")
+    comp.add_argument("--allow-errors", action="store_true",
+                      help="compare even when episodes are stored as error or timeout, counting them as failures "
+                           "(by default such runs are not comparable: exit 2)")
     comp.set_defaults(handler=_cmd_compare)
 
     export = sub.add_parser("export", help="write a run's episodes as JSON lines (a baseline small enough to commit)")
@@ -92,6 +114,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch", type=int, default=8, help="most queries answered by one act_batch call (1: off)")
     serve.add_argument("--max-wait-ms", type=float, default=2.0,
                        help="how long the first query of a batch waits for others to join it")
+    serve.add_argument("--max-frame-mb", type=float, default=64.0,
+                       help="largest frame read from a client (MB); a larger one closes its connection unread")
+    serve.add_argument("--token", help="shared token clients must send (default: $EVALKIT_TOKEN; "
+                                       "prefer the variable: arguments show in `ps`)")
     serve.set_defaults(handler=_cmd_serve)
 
     pairs = sub.add_parser("pairs", help="NORA-1.5 preference pairs: score K candidate chunks per state, export parquet")
@@ -140,11 +166,10 @@ def run_config_from_args(args: argparse.Namespace):
     if args.config:
         values.update(_load_yaml(Path(args.config)))
     flags = {k: v for k, v in vars(args).items()
-             if v is not None and k not in ("config", "handler", "command", "format", "no_progress")}
+             if v is not None and k not in ("config", "handler", "command", "format", "no_progress", "retry_errors")}
     if "policy_args" in flags:
         values["policy_args"] = {**values.get("policy_args", {}), **_parse_key_values(flags.pop("policy_args"))}
-    if "tasks" in flags:
-        flags["tasks"] = [int(t) for t in flags["tasks"].split(",") if t.strip()]
+    # --tasks stays a string: RunConfig.from_dict parses it and names a bad or repeated id
     values.update(flags)
     return RunConfig.from_dict(values)
 
@@ -176,7 +201,7 @@ def _cmd_run(args) -> int:
     from evalkit.run import execute
 
     config = run_config_from_args(args)
-    out = execute(config, progress=not args.no_progress)
+    out = execute(config, progress=not args.no_progress, retry_errors=args.retry_errors, supervise=SUPERVISE)
     print(report_runs([out], args.format))
     print(f"results: {out}")
     return 0
@@ -212,7 +237,7 @@ def _cmd_compare(args) -> int:
               f"--alpha within (0, 1) (got {args.alpha})", file=sys.stderr)
         return BAD_INPUT
     try:
-        code, report = compare(args.baseline, args.candidate, args.alpha, args.threshold)
+        code, report = compare(args.baseline, args.candidate, args.alpha, args.threshold, args.allow_errors)
     except (FileNotFoundError, ValueError) as exc:
         print(f"evalkit compare: error: {exc}", file=sys.stderr)
         return BAD_INPUT
@@ -236,7 +261,7 @@ def _cmd_serve(args) -> int:
     from evalkit.serve import serve_policy
 
     serve_policy(args.policy, _parse_key_values(args.policy_args), args.host, args.port, args.max_batch,
-                 args.max_wait_ms)
+                 args.max_wait_ms, token=args.token, max_frame_mb=args.max_frame_mb)
     return 0
 
 

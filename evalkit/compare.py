@@ -20,7 +20,7 @@ from typing import Optional
 
 from evalkit.protocol import same_protocol
 from evalkit.report import render
-from evalkit.store import ResultStore, read_export
+from evalkit.store import FAULTS, ResultStore, read_export
 from evalkit.types import EpisodeResult
 
 NO_REGRESSION, REGRESSION, NOT_COMPARABLE = 0, 1, 2
@@ -83,7 +83,7 @@ def load_run(run) -> tuple[dict, dict[str, EpisodeResult]]:
         return store.meta("semantics", {}), {r.key: r for r in store.results()}
 
 
-def pair_runs(baseline_dir, candidate_dir) -> list[tuple[EpisodeResult, EpisodeResult]]:
+def pair_runs(baseline_dir, candidate_dir, allow_errors: bool = False) -> list[tuple[EpisodeResult, EpisodeResult]]:
     """Episode-by-episode pairs; raises NotComparable saying what differs."""
     base_sem, base = load_run(baseline_dir)
     cand_sem, cand = load_run(candidate_dir)
@@ -102,9 +102,23 @@ def pair_runs(baseline_dir, candidate_dir) -> list[tuple[EpisodeResult, EpisodeR
         raise NotComparable(f"different episodes (init states or seeds): {len(missing)} only in the baseline "
                             f"(e.g. {missing[:3]}), {len(extra)} only in the candidate (e.g. {extra[:3]}); "
                             "finish both runs or compare runs of the same episode grid")
+    if not allow_errors:
+        _refuse_faults(base, cand)
     pairs = [(base[key], cand[key]) for key in sorted(base)]
     _check_same_physics(pairs)
     return pairs
+
+
+def _refuse_faults(base: dict, cand: dict) -> None:
+    """An episode lost to a fault (a crash, an outage, a hang) says nothing of the policy; counted as
+    failures, such episodes would make an identical policy look like a regression."""
+    counts = {name: sum(r.termination in FAULTS for r in results.values())
+              for name, results in (("baseline", base), ("candidate", cand))}
+    if any(counts.values()):
+        raise NotComparable(
+            f"episodes stored as error or timeout: {counts['baseline']} in the baseline, {counts['candidate']} in the "
+            "candidate. Run them again with `evalkit run <same flags> --retry-errors`, or pass --allow-errors "
+            "to count them as failures")
 
 
 def _check_same_physics(pairs) -> None:
@@ -118,10 +132,11 @@ def _check_same_physics(pairs) -> None:
             "`evalkit doctor` on each machine says which packages differ from the pinned ones")
 
 
-def compare(baseline_dir, candidate_dir, alpha: float = 0.05, threshold_pp: float = 0.0) -> tuple[int, str]:
+def compare(baseline_dir, candidate_dir, alpha: float = 0.05, threshold_pp: float = 0.0,
+            allow_errors: bool = False) -> tuple[int, str]:
     """Returns (exit code, Markdown report)."""
     try:
-        pairs = pair_runs(baseline_dir, candidate_dir)
+        pairs = pair_runs(baseline_dir, candidate_dir, allow_errors)
     except NotComparable as exc:
         return NOT_COMPARABLE, f"# Not comparable\n\n{baseline_dir} vs {candidate_dir}: {exc}\n"
     tasks = _group(pairs, lambda r: f"{r.suite} task {r.task_id} ({r.task_name})")

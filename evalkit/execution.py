@@ -14,6 +14,7 @@ The wrapper also tells the runner whether the next step needs a fresh observatio
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from typing import Optional
 
@@ -117,22 +118,47 @@ class Ensemble(ChunkedPolicy):
 REFERENCE_MODE = "reference"
 
 
+# |TEMP| beyond this makes exp(-TEMP * i) overflow within a long chunk (NaN actions in the simulator),
+# and already at 10 each older prediction weighs e^-10 of the next: the ensemble is one prediction.
+MAX_ENSEMBLE_TEMP = 10.0
+
+
 def parse_mode(mode: str) -> tuple[str, Optional[float]]:
     """'open_loop' | 'receding:K' | 'ensemble:TEMP' -> (name, parameter)."""
     name, _, arg = mode.partition(":")
     if name == "open_loop" and not arg:
         return name, None
-    try:
-        if name == "receding" and arg:
-            return name, int(arg)
-        if name == "ensemble":
-            return name, float(arg) if arg else -0.8
-    except ValueError:
-        pass
+    if name == "receding" and arg:
+        return name, _receding_k(mode, arg)
+    if name == "ensemble":
+        return name, _ensemble_temp(mode, arg) if arg else -0.8
     raise ValueError(
         f"unknown execution mode {mode!r}; use 'open_loop', 'receding:K' (K an integer) "
         f"or 'ensemble:TEMP' (e.g. ensemble:-0.8)"
     )
+
+
+def _receding_k(mode: str, arg: str) -> int:
+    try:
+        k = int(arg)
+    except ValueError:
+        k = 0
+    if k < 1:  # k = 0 would execute nothing of each chunk
+        raise ValueError(f"execution mode {mode!r}: receding:K needs K, the actions executed per chunk, "
+                         f"to be an integer >= 1 (e.g. receding:2)")
+    return k
+
+
+def _ensemble_temp(mode: str, arg: str) -> float:
+    try:
+        temp = float(arg)
+    except ValueError:
+        temp = math.nan
+    if not math.isfinite(temp) or abs(temp) > MAX_ENSEMBLE_TEMP:
+        raise ValueError(f"execution mode {mode!r}: ensemble:TEMP needs a finite temperature within "
+                         f"[-{MAX_ENSEMBLE_TEMP:g}, {MAX_ENSEMBLE_TEMP:g}] (e.g. ensemble:-0.8, as SpatialVLA and "
+                         f"NORA-1.5); beyond that the weights exp(-TEMP * i) overflow to NaN actions")
+    return temp
 
 
 def wrap(policy: Policy, mode: str = "open_loop") -> ChunkedPolicy:

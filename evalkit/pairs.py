@@ -25,6 +25,8 @@ A row's observation_ref is "<episode source>#<t>": frame t of that file (or roll
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -33,6 +35,7 @@ import numpy as np
 
 from evalkit import registry
 from evalkit.rewards import export_pairs, pair_rows, preference_pairs, sample_candidates, score_candidates
+from evalkit.settings import check_out_file
 from evalkit.types import Observation
 
 # variant -> (reward of evalkit.rewards, goal image: "end", "sub" or None)
@@ -82,17 +85,37 @@ def load_episode(path: str | Path) -> Episode:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"episode file not found: {path}")
-    with np.load(path, allow_pickle=False) as data:
-        missing = [key for key in ("frames", "actions", "instruction") if key not in data]
-        if missing:
-            raise ValueError(f"{path}: missing {missing}; an episode file holds frames (T, H, W, 3), actions (T, A), "
-                             f"instruction, and optionally states and wrist_frames (see evalkit/pairs.py)")
-        optional = {key: data[key] for key in ("states", "wrist_frames") if key in data}
-        return Episode(data["frames"], np.asarray(data["actions"], dtype=np.float64), str(data["instruction"]),
-                       source=str(path), **optional)
+    try:
+        arrays = _read_npz(path)
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as exc:
+        # empty, truncated or not an .npz at all: say which file and what it should be
+        raise ValueError(f"{path} is not a readable episode file ({type(exc).__name__}: {exc}); expected an "
+                         f".npz written by numpy.savez with frames, actions and instruction (see evalkit/pairs.py)"
+                         ) from None
+    missing = [key for key in ("frames", "actions", "instruction") if key not in arrays]
+    if missing:
+        raise ValueError(f"{path}: missing {missing}; an episode file holds frames (T, H, W, 3), actions (T, A), "
+                         f"instruction, and optionally states and wrist_frames (see evalkit/pairs.py)")
+    frames, actions = arrays["frames"], arrays["actions"]
+    if frames.ndim != 4 or actions.ndim != 2 or not np.issubdtype(actions.dtype, np.number):
+        raise ValueError(f"{path}: frames must be (T, H, W, 3) and actions (T, A) numbers; got frames "
+                         f"{frames.shape} and actions {actions.shape} ({actions.dtype})")
+    optional = {key: arrays[key] for key in ("states", "wrist_frames") if key in arrays}
+    return Episode(frames, np.asarray(actions, dtype=np.float64), str(arrays["instruction"]), source=str(path),
+                   **optional)
+
+
+def _read_npz(path: Path) -> dict:
+    """Every array of the file, read now (a truncated member fails here, not mid-scoring)."""
+    data = np.load(path, allow_pickle=False)
+    if not hasattr(data, "files"):  # np.load gave a bare array (an .npy under another name)
+        raise ValueError("it holds one array, not named arrays")
+    with data:
+        return {key: data[key] for key in data.files}
 
 
 def save_episode(episode: Episode, path: str | Path) -> Path:
+    check_out_file(Path(path), "save-episode")
     arrays = {"frames": episode.frames, "actions": episode.actions, "instruction": np.array(episode.instruction)}
     arrays.update({k: v for k, v in (("states", episode.states), ("wrist_frames", episode.wrist_frames))
                    if v is not None})
@@ -155,15 +178,19 @@ def episodes_pairs(policy, episodes: list[Episode], settings: PairSettings, worl
 
 def write_pairs(policy, episodes: list[Episode], settings: PairSettings, out: str | Path, world_model=None,
                 progress: bool = True) -> int:
+    check_out_file(Path(out), "out")  # before the scoring, which may take hours
     rows = episodes_pairs(policy, episodes, settings, world_model, progress)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
     export_pairs(rows, out)
     return len(rows)
 
 
 def make_world_model(name: str, args: Optional[dict] = None):
+    from evalkit.settings import coerce_policy_args
+
     factory = registry.load("world_model", name)
-    try:
-        return factory(**(args or {}))
+    try:  # arguments typed as the factory declares them, as policy arguments are
+        return factory(**coerce_policy_args(factory, args, f"world model {name!r}"))
     except TypeError as exc:
         raise TypeError(f"world model {name!r} rejected its arguments {args or {}}: {exc}") from exc
 

@@ -11,7 +11,9 @@ errors sent back with the traceback, a timeout on every wait, spawn start method
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing as mp
+import signal
 import time
 import traceback
 from dataclasses import dataclass
@@ -26,7 +28,8 @@ from evalkit.runner import run_episode
 from evalkit.suite import EnvOptions
 from evalkit.types import EpisodeResult, EpisodeSpec, PolicySpec
 
-REPLY_TIMEOUT_S = 1800.0  # a worker waiting longer than this for its chunk gives up on the episode
+REPLY_TIMEOUT_S = 1800.0  # a worker waiting longer than this for its chunk gives up on the episode (a backstop:
+# the supervisor ends a query that overruns query_timeout_s first)
 
 
 class PolicyProxy:
@@ -87,10 +90,21 @@ class ImagePreparer:
             obs.images = {camera: self.function(image, self.size) for camera, image in obs.images.items()}
 
 
-def episode_error(episode: EpisodeSpec, message: str) -> EpisodeResult:
-    """A result for an episode that could not run at all (env build failed, worker died)."""
+def episode_error(episode: EpisodeSpec, message: str, termination: str = "error") -> EpisodeResult:
+    """A result for an episode that could not run or finish (env build failed, worker died or hung)."""
     return EpisodeResult(episode.suite, episode.task_id, episode.task_name, episode.init_index, episode.seed,
-                         False, "error", 0, 0, 0.0, 0.0, error=message)
+                         False, termination, 0, 0, 0.0, 0.0, error=message)
+
+
+def die_with_parent() -> None:
+    """Linux: have the kernel kill this process when its parent dies, however it dies, so that a
+    killed run never leaves simulators running (or writing) behind it."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # elsewhere, a worker notices its parent is gone at its next receive
 
 
 class EpisodeWorker:
@@ -134,6 +148,9 @@ class EpisodeWorker:
 
 
 def _worker_main(conn: Connection, config: WorkerConfig) -> None:
+    die_with_parent()
+    faulthandler.enable()  # a segfault in the simulator prints where it happened
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle: it stops the workers
     worker = EpisodeWorker(PolicyProxy(conn, config.spec), config)
     try:
         while True:
@@ -155,6 +172,7 @@ class _Slot:
     policy: object
     episode: Optional[EpisodeSpec] = None
     last_task: Optional[tuple] = None  # (suite, task id) of the env the worker holds
+    deadline: Optional[float] = None  # when the episode in hand overruns the episode limit
 
 
 def _next_episode(todo: list[EpisodeSpec], own_task, other_tasks: set) -> Optional[EpisodeSpec]:
@@ -173,9 +191,11 @@ class ParallelRunner:
     """Runs episodes on W spawned workers; results are handed to `on_result` as they finish."""
 
     def __init__(self, policy, config: WorkerConfig, workers: int,
-                 make_policy: Optional[Callable[[], object]] = None, batch_window_s: float = 0.002):
+                 make_policy: Optional[Callable[[], object]] = None, batch_window_s: float = 0.002,
+                 in_flight=None):
         """`policy` answers every worker, unless its spec is stateful: then each worker
-        gets its own instance from `make_policy`."""
+        gets its own instance from `make_policy`. `in_flight` (evalkit.run.InFlightLog) is told
+        which episodes run and which wait on the policy, and sets the episode time limit."""
         if config.spec.stateful and make_policy is None:
             raise ValueError("a stateful policy needs make_policy to build one instance per worker")
         self.config = config
@@ -183,16 +203,24 @@ class ParallelRunner:
         self.batch_window_s = batch_window_s
         self.policy = policy
         self.make_policy = make_policy
+        self.in_flight = in_flight
+        self.episode_timeout_s = getattr(in_flight, "episode_timeout_s", None)
         self.ctx = mp.get_context("spawn")
+        self.failed_starts = 0
 
     def run(self, episodes: list[EpisodeSpec], on_result: Callable[[EpisodeResult], None]) -> None:
         todo = list(episodes)
         slots = [self._spawn(i) for i in range(min(self.workers, len(todo)))]
         try:
-            for slot in slots:
-                self._assign(slot, todo, slots)
+            for slot in list(slots):
+                self._assign(slot, todo, slots, on_result)
             while any(slot.episode for slot in slots):
                 self._serve_once(slots, todo, on_result)
+                self._end_overdue(slots, todo, on_result)
+        except BaseException:  # Ctrl-C or a fault here: stop every worker now, not after its episode
+            for slot in slots:
+                slot.process.kill()
+            raise
         finally:
             for slot in slots:
                 self._stop(slot)
@@ -206,11 +234,24 @@ class ParallelRunner:
         policy = self.make_policy() if self.config.spec.stateful else self.policy
         return _Slot(index, process, parent_conn, policy)
 
-    def _assign(self, slot: _Slot, todo: list[EpisodeSpec], slots: list[_Slot]) -> None:
+    def _assign(self, slot: _Slot, todo: list[EpisodeSpec], slots: list[_Slot], on_result) -> None:
         slot.episode = _next_episode(todo, slot.last_task, {s.last_task for s in slots if s is not slot})
-        if slot.episode is not None:
-            slot.last_task = (slot.episode.suite, slot.episode.task_id)
+        if slot.episode is None:
+            return
+        slot.last_task = (slot.episode.suite, slot.episode.task_id)
+        if self.in_flight is not None:
+            self.in_flight.started(slot.episode)
+        slot.deadline = None if self.episode_timeout_s is None else time.time() + self.episode_timeout_s
+        try:
             slot.conn.send(("episode", slot.episode))
+        except OSError:  # the worker died before its episode began (killed from outside): it goes back
+            todo.insert(0, slot.episode)
+            slot.episode = None
+            self.failed_starts += 1
+            if self.failed_starts > 3:  # fresh workers keep dying before any episode: something is broken
+                raise RuntimeError(f"worker processes keep dying before their first episode "
+                                   f"({describe_exit(slot.process.exitcode)}); see the messages above") from None
+            self._replace(slots, slot, todo, on_result)
 
     def _serve_once(self, slots: list[_Slot], todo: list, on_result) -> None:
         busy = {slot.conn: slot for slot in slots if slot.episode}
@@ -223,7 +264,7 @@ class ParallelRunner:
             slot = busy[conn]
             try:
                 message = conn.recv()
-            except (EOFError, ConnectionResetError, OSError):
+            except (EOFError, OSError):
                 self._replace_dead(slots, slot, todo, on_result)
                 continue
             if message[0] == "query":
@@ -231,34 +272,74 @@ class ParallelRunner:
             elif message[0] == "reset":
                 slot.policy.reset()
             elif message[0] == "result":
+                slot.episode = None
                 on_result(message[1])
-                self._assign(slot, todo, slots)
+                self.failed_starts = 0
+                self._assign(slot, todo, slots, on_result)
         if queries:
-            self._answer(queries)
+            self._answer(queries, slots, todo, on_result)
 
-    def _answer(self, queries: list) -> None:
+    def _answer(self, queries: list, slots: list[_Slot], todo: list, on_result) -> None:
         groups: dict[int, list] = {}
         for query in queries:  # one batch per policy instance
             groups.setdefault(id(query[0].policy), []).append(query)
         for group in groups.values():
+            keys = [slot.episode.key for slot, _, _ in group]
+            if self.in_flight is not None:
+                self.in_flight.querying(keys)
             answers = answer_batch(group[0][0].policy, [q[1] for q in group], [q[2] for q in group])
+            if self.in_flight is not None:
+                self.in_flight.answered(keys)
             replies = [("policy_error", str(a)) if isinstance(a, QueryError) else ("chunk", a) for a in answers]
             for (slot, _, _), reply in zip(group, replies):
-                slot.conn.send(reply)
+                try:
+                    slot.conn.send(reply)
+                except OSError:  # a failed send means what a failed receive means: the worker is dead
+                    self._replace_dead(slots, slot, todo, on_result)
 
-    def _replace_dead(self, slots: list[_Slot], slot: _Slot, todo: list, on_result) -> None:
-        """A worker died mid-episode: record that episode as an error, start a fresh worker."""
+    def _end_overdue(self, slots: list[_Slot], todo: list, on_result) -> None:
+        """A worker whose episode overran the episode limit (a hung simulator) is killed; the
+        episode ends as `timeout` and a fresh worker takes over."""
+        now = time.time()
+        for slot in list(slots):
+            if slot.episode is not None and slot.deadline is not None and now > slot.deadline:
+                slot.process.kill()
+                self._replace_dead(slots, slot, todo, on_result, termination="timeout",
+                                   reason=f"the episode overran its {self.episode_timeout_s:g} s limit "
+                                          "(episode_timeout_s); its worker was killed")
+
+    def _replace_dead(self, slots: list[_Slot], slot: _Slot, todo: list, on_result,
+                      termination: str = "error", reason: str = "") -> None:
+        """A worker died (or was killed) mid-episode: record that episode, start a fresh worker."""
         slot.process.join(timeout=5)
-        on_result(episode_error(slot.episode, f"worker process died (exit code {slot.process.exitcode})"))
+        if slot.episode is not None:
+            reason = reason or f"worker process died ({describe_exit(slot.process.exitcode)})"
+            on_result(episode_error(slot.episode, reason, termination))
+            slot.episode = None
+        self._replace(slots, slot, todo, on_result)
+
+    def _replace(self, slots: list[_Slot], slot: _Slot, todo: list, on_result) -> None:
+        self._stop(slot)
         fresh = self._spawn(slot.index)
         slots[slots.index(slot)] = fresh
-        self._assign(fresh, todo, slots)
+        self._assign(fresh, todo, slots, on_result)
 
     def _stop(self, slot: _Slot) -> None:
         try:
             slot.conn.send(("stop",))
-        except (OSError, BrokenPipeError):
+        except OSError:
             pass
-        slot.process.join(timeout=30)
+        slot.process.join(timeout=5)
         if slot.process.is_alive():
-            slot.process.terminate()
+            slot.process.kill()
+            slot.process.join(timeout=5)
+
+
+def describe_exit(code: Optional[int]) -> str:
+    """'killed by SIGSEGV' / 'exit code 3' for a process's exit code."""
+    if code is not None and code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"

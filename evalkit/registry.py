@@ -80,7 +80,11 @@ def names(kind: str) -> list[str]:
 
 
 def target(kind: str, name: str) -> str:
+    """The "module:attr" a name stands for; a name that is itself "module:attr" (a policy or suite
+    of another package, `--policy my_pkg.policies:MyPolicy`) stands for itself."""
     table = _table(kind)
+    if name not in table and ":" in name:
+        return name
     if name not in table:
         close = difflib.get_close_matches(name, table, n=3, cutoff=0.5)
         hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
@@ -108,12 +112,20 @@ def _table(kind: str) -> dict[str, str]:
 
 
 def make_policy(name: str, args: dict | None = None) -> Any:
-    """Build a registered policy with keyword arguments (from --policy-arg or YAML)."""
+    """Build a registered policy with keyword arguments (from --policy-arg or YAML), converted once to
+    the types its constructor declares (evalkit.settings.coerce_policy_args: "false" is False)."""
+    from evalkit.settings import SettingError, coerce_policy_args
+
     factory = load("policy", name)
+    kwargs = coerce_policy_args(factory, args, f"policy {name!r}")
     try:
-        return factory(**(args or {}))
+        policy = factory(**kwargs)
     except TypeError as exc:
         raise TypeError(f"policy {name!r} rejected its arguments {args or {}}: {exc}") from exc
+    spec = getattr(policy, "spec", None)
+    if getattr(spec, "chunk_size", 1) < 1:  # e.g. a chunk size read from a checkpoint's config
+        raise SettingError(f"policy {name!r} declares chunk_size {spec.chunk_size}; it must be >= 1")
+    return policy
 
 
 def make_suite(name: str) -> Any:

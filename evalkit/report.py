@@ -35,12 +35,12 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
 class Tally:
     n: int = 0
     successes: int = 0
-    faults: int = 0  # error + invalid_action
+    faults: int = 0  # error + timeout + invalid_action
 
     def add(self, result: EpisodeResult) -> None:
         self.n += 1
         self.successes += int(result.success)
-        self.faults += int(result.termination in ("error", "invalid_action"))
+        self.faults += int(result.termination in ("error", "timeout", "invalid_action"))
 
     @property
     def rate(self) -> float:

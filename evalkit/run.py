@@ -6,6 +6,7 @@ import dataclasses
 import platform
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -17,7 +18,7 @@ from evalkit.parallel import (EpisodeWorker, ImagePreparer, ParallelRunner, Work
                               postprocessor_for)
 from evalkit.protocol import Protocol
 from evalkit.runner import describe_run
-from evalkit.store import ResultStore
+from evalkit.store import ResultStore, RunLock
 from evalkit.suite import EnvOptions
 from evalkit.types import EpisodeResult
 
@@ -47,8 +48,15 @@ class RunConfig:
     render_all: bool = False
     image_size: int = 256
     assets: Optional[str] = None
+    # Limits that end a hung episode as `timeout` (enforced by the supervisor, evalkit/supervisor.py);
+    # a value <= 0 turns the limit off.
+    query_timeout_s: float = 600.0
+    episode_timeout_s: float = 3600.0
 
     def __post_init__(self):
+        from evalkit.settings import validate_run_config
+
+        validate_run_config(self)  # a bad value is named here, before it can spoil episodes (evalkit/settings.py)
         if self.preset is None:
             self.preset = default_preset(self.suites)
 
@@ -65,7 +73,17 @@ class RunConfig:
         values = dict(values)
         if isinstance(values.get("suites"), str):
             values["suites"] = [s for s in values["suites"].split(",") if s]
+        from evalkit.settings import parse_tasks
+
+        values["tasks"] = parse_tasks(values.get("tasks"))  # "0,2" from a flag or YAML
         return cls(**values)
+
+    def check(self) -> None:
+        """Every setting, the suites' task ranges and the run directory's path, before anything is built
+        or created (evalkit.settings.check_run)."""
+        from evalkit.settings import check_run
+
+        check_run(self)
 
     def protocol(self) -> Protocol:
         preset: Protocol = registry.load("preset", self.preset)
@@ -77,11 +95,17 @@ class RunConfig:
             return Path(self.out)
         return Path("runs") / f"{'+'.join(self.suites)}__{self.policy}__{self.mode.replace(':', '-')}__{self.preset}"
 
+    def typed_policy_args(self) -> dict:
+        """The policy arguments as the policy receives them ("false" and false are one setting)."""
+        from evalkit.settings import coerce_policy_args
+
+        return coerce_policy_args(registry.load("policy", self.policy), self.policy_args, f"policy {self.policy!r}")
+
     def identity(self) -> dict:
         """What the numbers depend on; a run directory holds results of one identity only."""
-        return {"policy": self.policy, "policy_args": {k: str(v) for k, v in self.policy_args.items()},
+        return {"policy": self.policy, "policy_args": {k: str(v) for k, v in recordable(self.typed_policy_args()).items()},
                 "mode": self.mode, "protocol": self.protocol().to_dict(), "image_size": self.image_size,
-                "assets": self.assets or "default"}
+                "assets": self.assets or "default", "seed": self.seed}
 
 
 def default_preset(suite_names) -> str:
@@ -100,8 +124,22 @@ def provenance(config: RunConfig) -> dict:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             pass
-    return {"config": dataclasses.asdict(config), "versions": versions, "git": git_revision(),
-            "python": sys.version.split()[0], "platform": platform.platform(), "argv": sys.argv}
+    recorded = dataclasses.asdict(config)
+    recorded["policy_args"] = recordable(config.policy_args)
+    return {"config": recorded, "versions": versions, "git": git_revision(), "python": sys.version.split()[0],
+            "platform": platform.platform(), "argv": [_redact(arg) for arg in sys.argv]}
+
+
+SECRET_POLICY_ARGS = ("token",)  # a shared secret (policies.remote) is not a setting: never stored or exported
+
+
+def recordable(policy_args: dict) -> dict:
+    return {k: v for k, v in policy_args.items() if k not in SECRET_POLICY_ARGS}
+
+
+def _redact(arg: str) -> str:
+    key, sep, _ = arg.partition("=")
+    return f"{key}=<redacted>" if sep and key in SECRET_POLICY_ARGS else arg
 
 
 def git_revision() -> str:
@@ -115,8 +153,35 @@ def git_revision() -> str:
         return "unknown"
 
 
-def execute(config: RunConfig, progress: bool = True) -> Path:
-    """Run (or finish) the configured run; returns its directory."""
+class RunInterrupted(Exception):
+    """Ctrl-C: the episodes stored so far are kept; re-running the same command resumes."""
+
+    def __init__(self, out: Path, stored: int, total: Optional[int]):
+        self.out, self.stored, self.total = out, stored, total
+        of_total = f" of {total}" if total is not None else ""
+        super().__init__(f"interrupted: {stored}{of_total} episodes stored in {out}; re-run the same command to resume")
+
+
+def execute(config: RunConfig, progress: bool = True, retry_errors: bool = False, supervise: bool = False) -> Path:
+    """Run (or finish) the configured run; returns its directory.
+
+    `supervise` runs it in a watched child process (what `evalkit run` does): a process death or a
+    hang then costs one episode, recorded as error or timeout, and the run goes on (evalkit/supervisor.py).
+    Without it the run is in this process: faults Python can catch still end their episode only, and
+    workers (-w > 1) that die or overrun the episode limit are replaced, but a segfault ends the run.
+    """
+    config.check()  # every setting, the suites' task ranges and --out, before anything is built or created
+    if supervise:
+        from evalkit.supervisor import supervise_run
+
+        return supervise_run(config, progress, retry_errors)
+    with RunLock(config.out_dir()):
+        return run_in_process(config, progress, retry_errors)
+
+
+def run_in_process(config: RunConfig, progress: bool = True, retry_errors: bool = False, on_plan=None) -> Path:
+    """The run itself; the caller holds the run directory's lock. `on_plan(total, done)` is told the
+    episode count before the first episode starts."""
     if config.mode != REFERENCE_MODE:
         parse_mode(config.mode)  # fail fast on a bad mode
     protocol = config.protocol()
@@ -130,14 +195,18 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
     for suite in suites:  # an unknown image path fails here, not in every episode
         ImagePreparer(image_path_for(suite, policy.spec), policy.spec.image_size)
     store = _open_store(out, config, protocol, suites, policy, requested_mode)
+    if retry_errors and (retired := store.retire_faults()):
+        print(f"--retry-errors: running {retired} episode(s) stored as error or timeout again", file=sys.stderr)
 
     finished = {r.key: r for r in store.results()}
     todo = [ep for ep in episodes if ep.key not in finished]
     if len(todo) < len(episodes):
         print(f"resuming {out}: {len(episodes) - len(todo)} of {len(episodes)} episodes already done", file=sys.stderr)
     already = [finished[ep.key] for ep in episodes if ep.key in finished]
+    if on_plan is not None:
+        on_plan(len(episodes), len(already))
     recorder = _Recorder(store, _progress_bar(len(episodes), len(already), progress), sum(r.success for r in already))
-
+    in_flight = InFlightLog(store, config.query_timeout_s, config.episode_timeout_s)
     worker_config = WorkerConfig(
         suites={s.name: s for s in suites}, spec=policy.spec, mode=config.mode, protocol=protocol,
         env_options=EnvOptions(cameras=tuple(policy.spec.cameras), privileged=policy.spec.privileged,
@@ -146,7 +215,9 @@ def execute(config: RunConfig, progress: bool = True) -> Path:
         video_dir=str(out / "videos") if config.video else None,
     )
     try:
-        _run_all(todo, policy, config, worker_config, recorder)
+        _run_all(todo, policy, config, worker_config, recorder, in_flight)
+    except KeyboardInterrupt:
+        raise RunInterrupted(out, len(store.results()), len(episodes)) from None
     finally:
         recorder.bar.close()
         store.close()
@@ -229,24 +300,72 @@ class _Recorder:
         self.successes += int(result.success)
         self.bar.update(1)
         self.bar.set_postfix(success=f"{self.successes}/{self.bar.n}", last=result.termination)
-        if result.termination in ("error", "invalid_action"):
+        if result.termination in ("error", "timeout", "invalid_action"):
             last_line = result.error.strip().splitlines()[-1] if result.error.strip() else ""
             self.bar.write(f"episode {result.key} ended as {result.termination}: {last_line}")
 
 
-def _run_all(todo, policy, config: RunConfig, worker_config: WorkerConfig, record) -> None:
-    if not todo:
-        return
-    if config.workers <= 1:
-        worker = EpisodeWorker(policy, worker_config)
+def _run_all(todo, policy, config: RunConfig, worker_config: WorkerConfig, record, in_flight: "InFlightLog") -> None:
+    """Episodes that were in flight with others when a run process died go first, each alone, so
+    that the one that kills the process is the only one blamed (evalkit/supervisor.py)."""
+    suspects = in_flight.suspects()
+    alone = [ep for ep in todo if ep.key in suspects]
+    rest = [ep for ep in todo if ep.key not in suspects]
+    in_process = alone + (rest if config.workers <= 1 else [])
+    if in_process:
+        worker = EpisodeWorker(WatchedPolicy(policy, in_flight), worker_config)
         try:
-            for episode in todo:
+            for episode in in_process:
+                in_flight.started(episode, solo=episode.key in suspects)
                 record(worker.run(episode))
         finally:
             worker.close()
-        return
-    ParallelRunner(policy, worker_config, config.workers,
-                   make_policy=lambda: registry.make_policy(config.policy, config.policy_args)).run(todo, record)
+    if rest and config.workers > 1:
+        ParallelRunner(policy, worker_config, config.workers,
+                       make_policy=lambda: registry.make_policy(config.policy, config.policy_args),
+                       in_flight=in_flight).run(rest, record)
+
+
+class InFlightLog:
+    """Writes which episodes are running, and which wait on the policy, into the store: what the
+    supervisor reads to enforce the time limits and to tell which episode a dead process was running."""
+
+    def __init__(self, store: ResultStore, query_timeout_s: float, episode_timeout_s: float):
+        self.store = store
+        self.query_timeout_s = query_timeout_s if query_timeout_s > 0 else None
+        self.episode_timeout_s = episode_timeout_s if episode_timeout_s > 0 else None
+
+    def suspects(self) -> set[str]:
+        return {row["key"] for row in self.store.in_flight() if row["deaths"] > 0}
+
+    def started(self, episode, solo: bool = False) -> None:
+        self.store.mark_started(episode, _deadline(self.episode_timeout_s), solo)
+
+    def querying(self, keys) -> None:
+        self.store.mark_phase(keys, "query", _deadline(self.query_timeout_s))
+
+    def answered(self, keys) -> None:
+        self.store.mark_phase(keys, "env")
+
+
+def _deadline(limit_s: Optional[float]) -> Optional[float]:
+    return None if limit_s is None else time.time() + limit_s
+
+
+class WatchedPolicy:
+    """The policy, with each query marked in the in-flight log (in-process runs)."""
+
+    def __init__(self, policy, in_flight: InFlightLog):
+        self.policy, self.in_flight, self.spec = policy, in_flight, policy.spec
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    def act(self, obs, instruction: str):
+        self.in_flight.querying([obs.episode_key])
+        chunk = self.policy.act(obs, instruction)
+        self.in_flight.answered([obs.episode_key])
+        return chunk
 
 
 def _progress_bar(total: int, initial: int, enabled: bool):

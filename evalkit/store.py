@@ -9,13 +9,17 @@ would make the table meaningless.
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+import fcntl
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Optional
 
-from evalkit.types import EpisodeResult
+from evalkit.types import EpisodeResult, EpisodeSpec
 
 # v2 added episodes.settle_fingerprint and episodes.undecodable; v1 stores and exports are read (and v1 stores upgraded
 # in place when written to), the missing values reading as "" and 0.
@@ -42,8 +46,49 @@ _COLUMNS = {
 }
 
 
+FAULTS = ("error", "timeout")  # terminations `--retry-errors` runs again: the episode never got a fair run
+
+
 class RunMismatch(ValueError):
     """The run directory holds results of a differently configured run."""
+
+
+class RunLocked(RuntimeError):
+    """Another process is writing to the run directory."""
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held while a run writes to it (released by the kernel
+    when the process dies, so a killed run never leaves a stale lock behind)."""
+
+    NAME = ".evalkit.lock"
+
+    def __init__(self, run_dir: str | Path):
+        self.path = Path(run_dir) / self.NAME
+        self.file = None
+
+    def __enter__(self) -> "RunLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = open(self.path, "a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise RunLocked(f"{self.path.parent} is in use: {holder} is writing to it. Wait for that run to "
+                            "finish (or stop it), or pass another --out") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"evalkit pid {os.getpid()}")
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.file is not None:
+            self.file.close()  # closing releases the lock
 
 
 class ResultStore:
@@ -53,12 +98,16 @@ class ResultStore:
         if readonly and not self.path.exists():
             raise FileNotFoundError(f"no results in {self.run_dir} (expected {self.path}); is it a run directory?")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")  # durable across process kills
-        if not readonly:
-            self._create()
-        self._check_schema()
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # durable across process kills
+            if not readonly:
+                self._create()
+            self._check_schema()
+        except sqlite3.DatabaseError as exc:
+            raise RunMismatch(f"{self.path} is not a readable evalkit results store ({exc}). Move it away to start "
+                              "this run over, or pass another --out") from None
 
     def _create(self) -> None:
         columns = ", ".join(f"{name} {kind}" for name, kind in _COLUMNS.items())
@@ -71,6 +120,16 @@ class ResultStore:
             # Suite-specific episode statistics (EpisodeResult.stats), only for episodes that have some;
             # a table of its own, so that stores written before it existed read unchanged.
             self.db.execute("CREATE TABLE IF NOT EXISTS episode_stats (key TEXT PRIMARY KEY, stats TEXT NOT NULL)")
+            # Episodes being run now (see evalkit.supervisor): written before an episode starts and before each
+            # policy query, removed with the episode's result. They let a supervisor that saw its run process die
+            # or hang tell which episode did it; left by a run killed from outside, they are simply run again.
+            self.db.execute("CREATE TABLE IF NOT EXISTS in_flight (key TEXT PRIMARY KEY, episode TEXT NOT NULL, "
+                            "pid INTEGER NOT NULL, phase TEXT NOT NULL, started_at REAL NOT NULL, "
+                            "phase_deadline REAL, episode_deadline REAL, deaths INTEGER NOT NULL DEFAULT 0, "
+                            "solo INTEGER NOT NULL DEFAULT 0)")
+            # Results that `--retry-errors` replaced, kept so that nothing is lost.
+            self.db.execute("CREATE TABLE IF NOT EXISTS retried (key TEXT NOT NULL, result TEXT NOT NULL, "
+                            "retried_at REAL NOT NULL)")
             self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (json.dumps(SCHEMA_VERSION),))
             self._upgrade()
 
@@ -100,19 +159,28 @@ class ResultStore:
             self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value, sort_keys=True)))
 
     def claim(self, identity: dict) -> None:
-        """Bind this directory to a run identity, or check that it is the same one."""
-        stored = self.meta("identity")
+        """Bind this directory to a run identity, or check that it is the same one (in one
+        transaction, so two processes claiming at once cannot both bind it)."""
         identity = json.loads(json.dumps(identity, sort_keys=True))  # normalise tuples etc.
-        if stored is None:
-            self.set_meta("identity", identity)
-            return
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            stored = self.meta("identity")
+            if stored is None or "seed" not in stored:
+                stored = identity if stored is None else self._complete_identity(stored)
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('identity', ?)", (json.dumps(stored, sort_keys=True),))
         if stored != identity:
-            diffs = [f"{k}: stored {stored.get(k)!r}, now {identity.get(k)!r}"
-                     for k in sorted(set(stored) | set(identity)) if stored.get(k) != identity.get(k)]
+            old, new = _flatten(stored), _flatten(identity)
+            diffs = [f"{k}: stored {old.get(k)!r}, now {new.get(k)!r}"
+                     for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k) and k != "protocol.description"]
             raise RunMismatch(
                 f"{self.run_dir} holds results of a differently configured run ({'; '.join(diffs)}). "
                 "Use another --out directory, or delete this one to start over."
             )
+
+    def _complete_identity(self, stored: dict) -> dict:
+        """An identity written before the seed was part of it: take the seed from the sessions' recorded config."""
+        seeds = {s.get("config", {}).get("seed", 0) for s in self.sessions()} or {0}
+        return {**stored, "seed": seeds.pop() if len(seeds) == 1 else sorted(seeds)}
 
     def start_session(self, provenance: dict) -> int:
         with self.db:
@@ -132,6 +200,52 @@ class ResultStore:
             )
             if result.stats:
                 self.db.execute("INSERT INTO episode_stats VALUES (?, ?)", (result.key, json.dumps(result.stats)))
+            self.db.execute("DELETE FROM in_flight WHERE key = ?", (result.key,))
+
+    # Episodes in flight (see evalkit.supervisor) -------------------------------------------------
+
+    def mark_started(self, episode: EpisodeSpec, episode_deadline: Optional[float], solo: bool = False) -> None:
+        """Before an episode starts: who runs it and until when (its death count survives re-runs)."""
+        with self.db:
+            self.db.execute(
+                "INSERT INTO in_flight (key, episode, pid, phase, started_at, phase_deadline, episode_deadline, deaths, "
+                "solo) VALUES (?, ?, ?, 'env', ?, NULL, ?, COALESCE((SELECT deaths FROM in_flight WHERE key = ?), 0), ?) "
+                "ON CONFLICT(key) DO UPDATE SET pid = excluded.pid, phase = 'env', started_at = excluded.started_at, "
+                "phase_deadline = NULL, episode_deadline = excluded.episode_deadline, solo = excluded.solo",
+                (episode.key, json.dumps(dataclasses.asdict(episode)), os.getpid(), time.time(), episode_deadline,
+                 episode.key, int(solo)))
+
+    def mark_phase(self, keys: Iterable[str], phase: str, deadline: Optional[float] = None) -> None:
+        """'query' (with the query's deadline) before the policy is asked, 'env' after it answered."""
+        with self.db:
+            self.db.executemany("UPDATE in_flight SET phase = ?, phase_deadline = ? WHERE key = ?",
+                                [(phase, deadline, key) for key in keys])
+
+    def in_flight(self) -> list[dict]:
+        rows = self.db.execute("SELECT key, episode, pid, phase, started_at, phase_deadline, episode_deadline, deaths, "
+                               "solo FROM in_flight ORDER BY started_at")
+        names = ("key", "episode", "pid", "phase", "started_at", "phase_deadline", "episode_deadline", "deaths", "solo")
+        out = [dict(zip(names, row)) for row in rows]
+        for row in out:
+            row["episode"] = episode_from_json(row["episode"])
+        return out
+
+    def record_deaths(self, keys: Iterable[str]) -> None:
+        """These episodes were in flight, with others, when their process died: each runs alone next time."""
+        with self.db:
+            self.db.executemany("UPDATE in_flight SET deaths = deaths + 1, pid = 0 WHERE key = ?", [(k,) for k in keys])
+
+    def retire_faults(self) -> int:
+        """`--retry-errors`: move episodes that ended as error or timeout out of the table (kept in `retried`),
+        so the run plays them again. Returns how many."""
+        faults = [r for r in self.results() if r.termination in FAULTS]
+        with self.db:
+            for result in faults:
+                self.db.execute("INSERT INTO retried VALUES (?, ?, ?)",
+                                (result.key, json.dumps(dataclasses.asdict(result)), time.time()))
+                self.db.execute("DELETE FROM episodes WHERE key = ?", (result.key,))
+                self.db.execute("DELETE FROM episode_stats WHERE key = ?", (result.key,))
+        return len(faults)
 
     def results(self) -> list[EpisodeResult]:
         columns = [name for name in _COLUMNS if name in self._present_columns()]  # an older read-only store
@@ -158,6 +272,28 @@ class ResultStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _flatten(values: dict, prefix: str = "") -> dict:
+    """{"protocol": {"budget": 30}} -> {"protocol.budget": 30}: a refusal names the setting that differs."""
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict) and value and key != "policy_args":
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def episode_from_json(text: str) -> EpisodeSpec:
+    values = json.loads(text)
+    values["params"] = _tuples(values.get("params", ()))
+    return EpisodeSpec(**values)
+
+
+def _tuples(value):
+    """JSON turned the spec's (hashable) tuples into lists; turn them back."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
 
 
 def _to_result(row: dict) -> EpisodeResult:

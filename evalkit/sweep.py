@@ -49,33 +49,69 @@ def load_sweep(path: str | Path) -> tuple[Path, list[SweepPoint]]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"sweep file not found: {path}")
-    spec = yaml.safe_load(path.read_text()) or {}
+    try:
+        spec = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML: {exc}") from None
     return expand(spec, default_out=Path("runs") / f"sweep-{path.stem}")
 
 
 def expand(spec: dict, default_out: Path = Path("runs/sweep")) -> tuple[Path, list[SweepPoint]]:
+    if not isinstance(spec, dict):
+        raise ValueError(f"a sweep file holds a mapping (out, base, and grid or points); got {type(spec).__name__}")
     unknown = set(spec) - {"out", "base", "grid", "points"}
     if unknown:
         raise ValueError(f"unknown sweep key(s) {sorted(unknown)}; use out, base, and grid or points")
     if ("grid" in spec) == ("points" in spec):
         raise ValueError("a sweep needs exactly one of 'grid' (combinations) or 'points' (a list)")
+    if not isinstance(spec.get("out") or "", str):
+        raise ValueError(f"sweep 'out' must be a directory path; got {spec['out']!r}")
     out = Path(spec.get("out") or default_out)
-    base = dict(spec.get("base") or {})
-    if "grid" in spec:
-        keys = list(spec["grid"])
-        combos = [dict(zip(keys, values)) for values in itertools.product(*(spec["grid"][k] for k in keys))]
-    else:
-        combos = [dict(point) for point in spec["points"]]
+    base = spec.get("base") or {}
+    if not isinstance(base, dict):
+        raise ValueError(f"sweep 'base' must be a mapping of run settings; got {base!r}")
+    combos = _grid_combos(spec["grid"]) if "grid" in spec else _point_list(spec["points"])
     points = []
     for settings in combos:
         group = str(settings.pop("group", ""))
         label = str(settings.pop("label", "")) or ", ".join(f"{k}={v}" for k, v in settings.items())
-        name = re.sub(r"[^A-Za-z0-9_.=-]+", "-", label.replace(", ", "__"))
+        name = _folder_name(label)
         config = RunConfig.from_dict({**_apply(base, settings), "out": str(out / name)})
         points.append(SweepPoint(name, label, settings, config, group))
     if len({p.name for p in points}) != len(points):
         raise ValueError("two sweep points have the same name; give them distinct labels")
     return out, points
+
+
+def _grid_combos(grid) -> list[dict]:
+    """Every combination; each key needs a list of values (a bare string would be swept char by char)."""
+    if not isinstance(grid, dict) or not grid:
+        raise ValueError(f"sweep 'grid' must map settings to lists of values (e.g. mode: [open_loop, "
+                         f"\"receding:2\"]); got {grid!r}")
+    for key, values in grid.items():
+        if not isinstance(values, list):
+            raise ValueError(f"sweep grid key {key!r} must be a list of values; got {values!r} "
+                             f"({type(values).__name__}): write {key}: [{values}] for one value")
+        if not values:
+            raise ValueError(f"sweep grid key {key!r} has no values; give it at least one (or remove it)")
+    keys = list(grid)
+    return [dict(zip(keys, values)) for values in itertools.product(*(grid[k] for k in keys))]
+
+
+def _point_list(points) -> list[dict]:
+    if not isinstance(points, list) or not points or not all(isinstance(p, dict) for p in points):
+        raise ValueError(f"sweep 'points' must be a non-empty list of mappings (e.g. - {{label: a, policy_args: "
+                         f"{{seed: 1}}}}); got {points!r}")
+    return [dict(point) for point in points]
+
+
+def _folder_name(label: str) -> str:
+    """The point's folder under the sweep directory: never the directory itself or its parent."""
+    name = re.sub(r"[^A-Za-z0-9_.=-]+", "-", label.replace(", ", "__"))
+    if not name.strip(".-"):
+        raise ValueError(f"sweep point label {label!r} cannot name a folder inside the sweep directory; "
+                         f"use letters or digits")
+    return name
 
 
 def _apply(base: dict, settings: dict) -> dict:
@@ -85,6 +121,8 @@ def _apply(base: dict, settings: dict) -> dict:
         if key.startswith("policy_args."):
             merged["policy_args"][key.split(".", 1)[1]] = value
         elif key == "policy_args":
+            if not isinstance(value, dict):
+                raise ValueError(f"a sweep point's policy_args must be a mapping; got {value!r}")
             merged["policy_args"].update(value)
         else:
             merged[key] = value
@@ -95,7 +133,7 @@ def run_sweep(points: list[SweepPoint], progress: bool = True) -> None:
     for index, point in enumerate(points, 1):
         if progress:
             print(f"[sweep {index}/{len(points)}] {point.label}", flush=True)
-        execute(point.config, progress=progress)
+        execute(point.config, progress=progress, supervise=True)  # a dying point costs one episode, as in `run`
 
 
 def sweep_table(points: list[SweepPoint]) -> tuple[list[str], list[list[str]], dict]:

@@ -16,7 +16,7 @@ ACTION_DIM = 7  # delta xyz, delta axis-angle, gripper (-1 open, +1 close)
 # How an episode ended: success; budget (steps or queries used up, or the simulator's own
 # horizon reached); error (an exception in the policy or env, traceback kept); invalid_action
 # (a NaN or wrongly shaped chunk).
-Termination = Literal["success", "budget", "error", "invalid_action"]
+Termination = Literal["success", "budget", "error", "timeout", "invalid_action"]
 
 
 @dataclass

@@ -9,13 +9,26 @@ gets back maps holding "actions" (H, D). A text frame from the server is an erro
 report (a traceback), not a reply. `GET /healthz` answers 200 without upgrading.
 
 evalkit adds, within that format (an openpi client never sees these unless it asks):
-- metadata["evalkit"] = {"protocol", "policy", "policy_args", "spec"}: the served
-  policy's spec, so a remote client renders exactly the cameras the policy reads;
+- metadata["evalkit"] = {"protocol", "policy", "spec", "max_frame_bytes"}: the served
+  policy's name and spec, so a remote client renders exactly the cameras the policy reads,
+  and the largest frame the server reads. Nothing else: not the policy's arguments
+  (checkpoint paths), which stay on the server;
 - observation maps with "images" / "state" / "privileged" maps, "prompt",
   "episode_key" and "step" (see `observation_to_message`);
 - control maps {"__ctrl__": "reset"} -> {"__ack__": "reset"}, and
   {"__ctrl__": "infer_batch", "items": [observation maps]} -> {"actions_batch": [...]};
 - "server_timing" in every reply: infer_ms, queue_ms, batch_size.
+
+Limits and access (`evalkit serve --max-frame-mb`, `--token`):
+- a frame whose header announces more than max_frame_bytes is refused before its payload is
+  read: the server closes that connection with code 1009 (message too big) and a reason
+  naming both sizes; the client checks its requests against metadata's max_frame_bytes
+  first and raises FrameTooBig instead of sending;
+- a server with a token reads it from the websocket handshake's `Authorization` header
+  (`Api-Key TOKEN`, as openpi's client sends its api_key, or `Bearer TOKEN`). Without it,
+  or with another one, the first frame is a text frame saying so (never echoing a token)
+  instead of the metadata, and the server closes the connection (code 1008); the client
+  raises Refused.
 
 msgpack (and websockets, for the client) are the `serve` extra; evalkit's core does not
 import this module.
@@ -33,6 +46,13 @@ import numpy as np
 from evalkit.types import Observation, PolicySpec
 
 PROTOCOL_VERSION = 1
+TOKEN_ENV = "EVALKIT_TOKEN"  # the shared token, for `evalkit serve` and `--policy remote` alike
+# The largest frame `evalkit serve` reads by default. A LIBERO query (two 256x256 RGB cameras and
+# the state) is about 0.4 MB, a SimplerEnv one (one 640x512 camera) about 1 MB, and an
+# infer_batch message holds one per worker: 64 MB leaves room for -w 32 on SimplerEnv.
+DEFAULT_MAX_FRAME_MB = 64.0
+CLOSE_TOO_BIG = 1009  # websocket close codes (RFC 6455): message too big,
+CLOSE_REFUSED = 1008  # policy violation (no or wrong token)
 # openpi clients send LIBERO observations under these keys; a served evalkit policy
 # sees them under evalkit's camera and state names.
 OPENPI_KEY_ALIASES = {
@@ -100,6 +120,23 @@ def spec_to_dict(spec: PolicySpec) -> dict:
     return dataclasses.asdict(spec)
 
 
+def token_from_headers(headers) -> str | None:
+    """The token a client sent in its handshake: `Authorization: Api-Key TOKEN` (openpi's client,
+    `api_key=`) or `Authorization: Bearer TOKEN`; None without one."""
+    try:
+        value = (headers.get("Authorization") or "").strip()
+    except LookupError:  # websockets' Headers: the header sent more than once
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() in ("api-key", "bearer") and token.strip():
+        return token.strip()
+    return None
+
+
+def auth_headers(token: str | None) -> dict | None:
+    return {"Authorization": f"Api-Key {token}"} if token else None
+
+
 def spec_from_dict(values: dict) -> PolicySpec:
     known = {f.name for f in dataclasses.fields(PolicySpec)}
     values = {k: v for k, v in values.items() if k in known}  # a newer server may send more fields
@@ -116,6 +153,14 @@ class ServerError(RuntimeError):
     """The server answered with an error frame (its traceback is the message)."""
 
 
+class Refused(ServerError):
+    """The server refused the connection (no token, or another one than its own)."""
+
+
+class FrameTooBig(ValueError):
+    """A request larger than the server's frame limit (`evalkit serve --max-frame-mb`)."""
+
+
 class WireClient:
     """A websocket connection to a policy server, reconnecting with exponential backoff.
 
@@ -123,18 +168,28 @@ class WireClient:
     restarted, network blip) it reconnects, waiting 0.25 s, 0.5 s, 1 s, ... up to
     `reconnect_s` in total, and resends the request; past that it raises ConnectionError.
     Resending is safe because a reply depends only on the request (and, for stateful
-    policies, the caller decides: see `on_reconnect`).
+    policies, the caller decides: see `on_reconnect`). `token` goes in the handshake's
+    Authorization header; a server that refuses it raises Refused, at once (no retries).
     """
 
-    def __init__(self, url: str, timeout_s: float = 300.0, reconnect_s: float = 30.0, on_reconnect=None):
+    def __init__(self, url: str, timeout_s: float = 300.0, reconnect_s: float = 30.0, on_reconnect=None,
+                 token: str | None = None):
         self.url = url if url.startswith(("ws://", "wss://")) else f"ws://{url}"
         self.timeout_s = float(timeout_s)
         self.reconnect_s = float(reconnect_s)
         self.on_reconnect = on_reconnect  # called after a reconnect, before the request is resent
+        self.token = token or None
         self.connection = None
         self.metadata: dict = {}
         self.reconnects = 0
         self.connect()
+
+    @property
+    def max_frame_bytes(self) -> int | None:
+        """The server's frame limit, where its metadata says it (evalkit serve does)."""
+        served = self.metadata.get("evalkit") if isinstance(self.metadata, dict) else None
+        limit = served.get("max_frame_bytes") if isinstance(served, dict) else None
+        return int(limit) if limit else None
 
     def connect(self) -> None:
         """Open the connection (with backoff) and read the server's metadata frame."""
@@ -145,8 +200,13 @@ class WireClient:
             try:
                 # A long-lived connection, not a `with` block: entering the context by hand works on
                 # websockets < 17 (connect returns the connection) and >= 17 (it returns a context).
-                self.connection = connect(self.url, compression=None, max_size=None, open_timeout=10).__enter__()
-                self.metadata = self._receive()
+                self.connection = connect(self.url, compression=None, max_size=None, open_timeout=10,
+                                          additional_headers=auth_headers(self.token)).__enter__()
+                first = self.connection.recv(timeout=self.timeout_s)
+                if isinstance(first, str):  # instead of the metadata: the server refused this connection
+                    self.close()
+                    raise Refused(f"{self.url}: {first}")
+                self.metadata = unpack(first)
                 return
             except (OSError, *_closed_errors()) as exc:
                 last_error = exc
@@ -161,20 +221,42 @@ class WireClient:
         try:
             if self.connection is None:  # an earlier request gave up on it
                 self.connect()
+            self._check_size(payload)
             self.connection.send(payload)
             return self._receive()
         except TimeoutError as exc:  # the server is up but slow: resending would only queue more work
             self.close()
             raise TimeoutError(f"no reply from the policy server at {self.url} within {self.timeout_s:g} s "
                                f"(raise --policy-arg timeout_s=...)") from exc
-        except (OSError, *_closed_errors()):
+        except (OSError, *_closed_errors()) as exc:
+            self._raise_if_too_big(exc, payload)
             self.close()
             self.connect()
             self.reconnects += 1
             if self.on_reconnect is not None:
                 self.on_reconnect()
-            self.connection.send(payload)
-            return self._receive()
+            self._check_size(payload)
+            try:
+                self.connection.send(payload)
+                return self._receive()
+            except (OSError, *_closed_errors()) as again:
+                self._raise_if_too_big(again, payload)
+                raise
+
+    def _check_size(self, payload: bytes) -> None:
+        limit = self.max_frame_bytes
+        if limit is not None and len(payload) > limit:
+            raise FrameTooBig(_too_big_message(self.url, len(payload), limit))
+
+    def _raise_if_too_big(self, exc: Exception, payload: bytes) -> None:
+        """The server closed the connection because the frame was over its limit: resending the
+        same frame would only fail again, so say so instead."""
+        close = getattr(exc, "rcvd", None)
+        code = close.code if close is not None else getattr(self.connection, "close_code", None)
+        if code == CLOSE_TOO_BIG:
+            reason = close.reason if close is not None else getattr(self.connection, "close_reason", "")
+            self.close()
+            raise FrameTooBig(_too_big_message(self.url, len(payload), None, reason)) from exc
 
     def _receive(self) -> dict:
         reply = self.connection.recv(timeout=self.timeout_s)
@@ -189,6 +271,13 @@ class WireClient:
             except Exception:
                 pass
             self.connection = None
+
+
+def _too_big_message(url: str, size: int, limit: int | None, reason: str = "") -> str:
+    over = f"its limit of {limit / 2**20:.1f} MB" if limit is not None else f"its limit ({reason or 'code 1009'})"
+    return (f"this request to the policy server at {url} is {size / 2**20:.1f} MB, over {over}; start the server "
+            f"with a larger --max-frame-mb, or send smaller frames (fewer workers -w: an infer_batch message "
+            f"holds one observation per worker)")
 
 
 def _closed_errors() -> tuple:

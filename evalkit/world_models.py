@@ -105,8 +105,11 @@ class VJepa2ACWorldModel:
 
 
 def load_vjepa2_ac(checkpoint: str = "", repo: str = "", predictor: str = "", encoder: str = "release",
-                   device: str = "") -> VJepa2ACWorldModel:
-    """Build V-JEPA 2-AC from local files (see the module docstring); nothing is downloaded."""
+                   device: str = "", normalize_reps: bool = True) -> VJepa2ACWorldModel:
+    """Build V-JEPA 2-AC from local files (see the module docstring); nothing is downloaded.
+
+    normalize_reps=False skips the release's layer norm of the tokens (`--world-model-arg
+    normalize_reps=false` arrives as a bool: evalkit.settings.coerce_policy_args)."""
     repo = repo or os.environ.get("EVALKIT_VJEPA2_REPO", "")
     device = device or ("cuda" if _torch().cuda.is_available() else "cpu")
     encoder_state, predictor_state = release_state_dicts(checkpoint) if checkpoint else (None, None)
@@ -140,7 +143,8 @@ def load_vjepa2_ac(checkpoint: str = "", repo: str = "", predictor: str = "", en
     pred.load_state_dict(predictor_state, strict=True)
     return VJepa2ACWorldModel(encode_fn, pred.to(device).eval(), image_size=arch["img_size"],
                               patch_size=arch["patch_size"], tubelet_size=arch["tubelet_size"],
-                              max_frames=arch["num_frames"] // arch["tubelet_size"], device=device)
+                              max_frames=arch["num_frames"] // arch["tubelet_size"], normalize_reps=normalize_reps,
+                              device=device)
 
 
 def release_modules(repo: str) -> SimpleNamespace:

@@ -405,3 +405,7 @@ def action_token_id(tokenizer) -> int:
 def NoraLongPolicy(checkpoint: str = "declare-lab/nora-long", time_horizon: Optional[int] = 5, **kwargs) -> NoraPolicy:
     """NORA-LONG: the NORA adapter with a 5-step horizon and its own default checkpoint."""
     return NoraPolicy(checkpoint, time_horizon=time_horizon, **kwargs)
+
+
+# --policy-arg values for **kwargs are typed by NoraPolicy's signature (evalkit.settings.coerce_policy_args)
+NoraLongPolicy.forwards_kwargs_to = NoraPolicy

@@ -11,10 +11,17 @@ connection, so the episode in progress ends as `error` instead of going on with 
 instance; later episodes (after the next reset) use the new connection normally.
 If the server stays away longer than `reconnect_s`, each query raises, its episode ends
 as `error`, and the run finishes with every episode stored.
+
+A server started with a token (`evalkit serve --token` or EVALKIT_TOKEN) needs the same one:
+`--policy-arg token=...` or, better (policy arguments are recorded with the run), the
+EVALKIT_TOKEN environment variable. A refused token fails at connect, before any episode,
+with the server's reason. A query larger than the server's `--max-frame-mb` is not sent:
+it raises FrameTooBig saying both sizes.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -27,14 +34,16 @@ class StateLost(RuntimeError):
 
 
 class RemotePolicy:
-    def __init__(self, url: str = "", timeout_s: float = 300.0, reconnect_s: float = 30.0):
+    def __init__(self, url: str = "", timeout_s: float = 300.0, reconnect_s: float = 30.0, token: str = ""):
         if not url:
             raise ValueError("remote needs the server's address: --policy-arg url=ws://HOST:PORT "
                              "(start the server with `evalkit serve --policy NAME --port PORT`)")
         from evalkit import wire
 
         self._wire = wire
-        self.client = wire.WireClient(url, float(timeout_s), float(reconnect_s), on_reconnect=self._reconnected)
+        token = token or os.environ.get(wire.TOKEN_ENV) or None
+        self.client = wire.WireClient(url, float(timeout_s), float(reconnect_s), on_reconnect=self._reconnected,
+                                      token=token)
         served = self.client.metadata.get("evalkit")
         if not served:
             self.client.close()

@@ -1,13 +1,17 @@
 """`evalkit pairs`: preference pairs from a dataset episode or a fake-suite rollout, end to end."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 
 from evalkit.cli import main
 from evalkit.pairs import Episode, goal_frame, load_episode, save_episode, scored_steps
 
-pd = pytest.importorskip("pandas")
-pytest.importorskip("pyarrow")
+# writing and reading parquet needs pandas + pyarrow; refusals of bad input run without them
+needs_parquet = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("pandas", "pyarrow")),
+                                   reason="needs pandas and pyarrow")
+needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="the V-JEPA2-AC check needs torch")
 
 
 def _episode(tmp_path, steps=12, actions=None):
@@ -20,10 +24,13 @@ def _episode(tmp_path, steps=12, actions=None):
 
 
 def _pairs(args, out):
+    import pandas as pd
+
     assert main(["pairs", *args, "--out", str(out), "--no-progress"]) == 0
     return pd.read_parquet(out)
 
 
+@needs_parquet
 def test_action_reward_pairs_from_a_dataset_episode(tmp_path):
     path = _episode(tmp_path)  # ground truth: zero actions, so R_a = -mean |candidate|
     frame = _pairs(["--dataset", str(path), "--policy", "random", "--policy-arg", "chunk_size=5",
@@ -42,6 +49,7 @@ def test_action_reward_pairs_from_a_dataset_episode(tmp_path):
         assert state.winner_reward.iloc[0] == max(state.winner_reward.max(), state.loser_reward.max())
 
 
+@needs_parquet
 def test_goal_variants_score_against_end_or_sub_goal_frames(tmp_path):
     from evalkit.rewards import TinyWorldModel
     from policies.basic import RandomPolicy
@@ -76,6 +84,7 @@ def test_goal_variants_score_against_end_or_sub_goal_frames(tmp_path):
                                                                    0.5 * np.array(action))))
 
 
+@needs_parquet
 def test_pairs_from_a_recorded_fake_suite_rollout(tmp_path):
     saved = tmp_path / "rollout.npz"
     frame = _pairs(["--rollout", "fake", "--task", "1", "--rollout-policy", "scripted-reach", "--policy", "random",
@@ -98,6 +107,7 @@ def test_pairs_from_a_recorded_fake_suite_rollout(tmp_path):
     assert record_rollout("fake", ReachPolicy(), task=1).source == "fake/1/0/0"  # unsaved: the rollout's key
 
 
+@needs_torch
 def test_bad_input_is_refused_with_the_reason(tmp_path, capsys):
     def error(*args):
         assert main(["pairs", "--policy", "random", "--policy-arg", "chunk_size=5", "--out", str(tmp_path / "p.parquet"),
@@ -116,3 +126,28 @@ def test_bad_input_is_refused_with_the_reason(tmp_path, capsys):
     assert "V-JEPA2-AC needs its predictor weights" in error("--dataset", str(short), "--world-model", "vjepa2-ac")
     with pytest.raises(ValueError, match="frames has 3 entries for 5 actions"):
         Episode(np.zeros((3, 4, 4, 3)), np.zeros((5, 7)), "x")
+
+
+def test_unreadable_episode_files_and_outputs_are_messages(tmp_path, capsys):
+    def error(*args, out=tmp_path / "p.parquet"):
+        assert main(["pairs", "--policy", "random", "--policy-arg", "chunk_size=2", "--variant", "R_a",
+                     "--out", str(out), "--no-progress", *args]) == 2
+        return capsys.readouterr().err
+
+    good = _episode(tmp_path, steps=4)
+    (tmp_path / "empty.npz").write_bytes(b"")
+    (tmp_path / "truncated.npz").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    (tmp_path / "array.npy").rename(tmp_path / "array.npz")
+    for name in ("empty.npz", "truncated.npz", "array.npz"):
+        assert f"{tmp_path / name} is not a readable episode file" in error("--dataset", str(tmp_path / name))
+    np.savez(tmp_path / "flat.npz", frames=np.zeros((5, 4, 4)), actions=np.zeros((5, 7)), instruction="x")
+    assert "frames must be (T, H, W, 3)" in error("--dataset", str(tmp_path / "flat.npz"))
+    assert "is a directory; name the file to write" in error("--dataset", str(good), out=tmp_path)
+    (tmp_path / "file").write_text("x")
+    under_a_file = error("--dataset", str(good), out=tmp_path / "file" / "p.parquet")
+    assert "file is a file, so the file cannot be created there" in under_a_file
+    if needs_parquet.args[0]:
+        return
+    assert main(["pairs", "--policy", "random", "--policy-arg", "chunk_size=2", "--variant", "R_a", "--dataset",
+                 str(good), "--out", str(tmp_path / "new" / "p.parquet"), "--no-progress"]) == 0  # folder made

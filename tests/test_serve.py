@@ -4,6 +4,7 @@ that a remote policy gives the same episodes as the same policy in-process."""
 import os
 import re
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -14,6 +15,7 @@ from pathlib import Path
 import msgpack
 import numpy as np
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from evalkit.run import RunConfig, execute
@@ -22,19 +24,20 @@ from evalkit.store import ResultStore
 from evalkit.types import NoAction, Observation, PolicySpec, Undecodable
 from policies.basic import RandomPolicy
 from policies.remote import RemotePolicy
-from evalkit.wire import ServerError
+from evalkit.wire import FrameTooBig, Refused, ServerError
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_server(*args: str) -> tuple[subprocess.Popen, str]:
+def start_server(*args: str, env: dict | None = None) -> tuple[subprocess.Popen, str]:
     """`evalkit serve ... --port 0` in a subprocess; returns it and its url once it listens."""
     proc = subprocess.Popen([sys.executable, "-m", "evalkit", "serve", "--port", "0", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     line = proc.stdout.readline()
     if "ws://" not in line:
         proc.kill()
         raise AssertionError(f"server did not start: {line}{proc.stdout.read()}")
+    proc.ready_line = line
     return proc, re.search(r"ws://\S+", line).group(0)
 
 
@@ -224,6 +227,139 @@ def test_remote_without_a_server_says_how_to_start_one():
         pass  # the port is free again now
     with pytest.raises(ConnectionError, match="no policy server at"):
         RemotePolicy(url=url, reconnect_s=0.3)
+
+
+# -- exposure: frame limit, token, what a client is told --------------------------------------
+
+SECRET_PATH = "/srv/models/secret-ckpt-7f3a/model.safetensors"
+
+
+def eventually(condition, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def announce_frame(ws, length: int) -> None:
+    """Write only the header of a masked binary frame announcing `length` payload bytes."""
+    ws.socket.sendall(bytes([0x82, 0x80 | 127]) + struct.pack("!Q", length) + b"\0\0\0\0")
+
+
+def test_a_frame_over_the_limit_is_refused_from_its_header_and_other_clients_go_on():
+    server = PolicyServer(RandomPolicy, "random", max_frame_mb=1)
+    with ServerThread(server) as url:
+        before = RemotePolicy(url=url)  # connected before the bad client, used after it
+        with connect(url, compression=None, max_size=None) as ws:
+            assert msgpack.unpackb(ws.recv())["evalkit"]["max_frame_bytes"] == 2**20
+            announce_frame(ws, 2**34)  # 16 GiB announced, none of it sent: the server must not wait for it
+            with pytest.raises(ConnectionClosed) as refused:
+                ws.recv(timeout=10)
+        close = refused.value.rcvd
+        assert close.code == 1009 and "17179869184 bytes exceeds limit of 1048576 bytes" in close.reason
+        assert eventually(lambda: server.too_big == 1)  # counted as the server's handler ends
+        obs = Observation(episode_key="e", step=1)
+        expected = RandomPolicy().act(obs, "")
+        assert np.array_equal(before.act(obs, ""), expected) and before.client.reconnects == 0
+        assert np.array_equal(RemotePolicy(url=url).act(obs, ""), expected)  # and new clients are served
+
+
+def test_the_client_says_when_a_request_is_over_the_servers_limit():
+    server = PolicyServer(lambda: RandomPolicy(cameras="agentview"), "random", max_frame_mb=1)
+    big = Observation(images={"agentview": np.zeros((1024, 1024, 3), np.uint8)})  # 3 MB
+    with ServerThread(server) as url:
+        policy = RemotePolicy(url=url)
+        with pytest.raises(FrameTooBig, match=r"3\.0 MB, over its limit of 1\.0 MB.*--max-frame-mb"):
+            policy.act(big, "")
+        assert server.too_big == 0  # checked against the metadata's limit: never sent
+        policy.client.metadata = {}  # a server that does not announce its limit: refused by the server
+        with pytest.raises(FrameTooBig, match="exceeds limit of 1048576 bytes.*--max-frame-mb"):
+            policy.act(big, "")
+        assert eventually(lambda: server.too_big == 1)
+        assert policy.act(Observation(step=1), "").shape == (1, 7)  # and the client goes on
+
+
+def test_clients_are_told_the_spec_but_never_the_policy_arguments():
+    server = PolicyServer(lambda: RandomPolicy(cameras="agentview"), "random", {"checkpoint": SECRET_PATH})
+    received = []
+    with ServerThread(server) as url:
+        with connect(url, compression=None, max_size=None) as ws:
+            received.append(ws.recv())
+            ws.send(msgpack.packb({"prompt": "", "episode_key": "e", "step": 1}))
+            received.append(ws.recv())
+        with urllib.request.urlopen(url.replace("ws://", "http://") + "/healthz", timeout=5) as response:
+            received.append(response.read())
+    metadata = msgpack.unpackb(received[0])["evalkit"]
+    assert set(metadata) == {"protocol", "policy", "spec", "max_frame_bytes"}
+    assert metadata["policy"] == "random" and metadata["spec"]["cameras"] == ["agentview"]
+    for frame in received:
+        assert b"secret-ckpt" not in frame and b"checkpoint" not in frame
+
+
+class CountsInstances(Counter):
+    made = 0
+
+    def __init__(self):
+        super().__init__()
+        CountsInstances.made += 1
+
+
+def test_a_server_with_a_token_refuses_connections_without_it(monkeypatch):
+    monkeypatch.delenv("EVALKIT_TOKEN", raising=False)
+    CountsInstances.made = 0
+    server = PolicyServer(CountsInstances, "counter", token="open-sesame-42")
+    with ServerThread(server) as url:
+        with connect(url, compression=None, max_size=None) as ws:  # no token: told why, then closed
+            first = ws.recv(timeout=10)
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=10)
+        assert isinstance(first, str) and "requires a token" in first and "EVALKIT_TOKEN" in first
+        assert closed.value.rcvd.code == 1008
+        with pytest.raises(Refused, match="requires a token and the connection sent none"):
+            RemotePolicy(url=url, reconnect_s=0.3)
+        with pytest.raises(Refused, match="does not match") as wrong:
+            RemotePolicy(url=url, token="not-the-token")
+        assert "not-the-token" not in str(wrong.value) and "open-sesame-42" not in str(wrong.value)
+        assert server.refused == 3 and CountsInstances.made == 1  # no instance for a refused connection
+        policy = RemotePolicy(url=url, token="open-sesame-42")
+        assert policy.spec.stateful and policy.act(Observation(), "")[0, 0] == 1
+        with urllib.request.urlopen(url.replace("ws://", "http://") + "/healthz", timeout=5) as response:
+            assert b"counter" not in response.read()  # the health check does not name the policy
+        with connect(url, compression=None, max_size=None,  # openpi's client sends its api_key so
+                     additional_headers={"Authorization": "Api-Key open-sesame-42"}) as ws:
+            assert msgpack.unpackb(ws.recv())["evalkit"]["policy"] == "counter"
+
+
+def test_token_from_the_environment_on_both_sides(monkeypatch):
+    env = {**os.environ, "EVALKIT_TOKEN": "from-the-env"}
+    proc, url = start_server("--policy", "random", "--max-frame-mb", "2", env=env)
+    try:
+        assert "max frame 2 MB" in proc.ready_line and "token: required" in proc.ready_line
+        assert "from-the-env" not in proc.ready_line
+        monkeypatch.delenv("EVALKIT_TOKEN", raising=False)
+        with pytest.raises(Refused, match="requires a token"):
+            RemotePolicy(url=url)
+        monkeypatch.setenv("EVALKIT_TOKEN", "from-the-env")
+        policy = RemotePolicy(url=url)
+        assert policy.act(Observation(step=1), "").shape == (1, 7)
+        assert policy.client.max_frame_bytes == 2 * 2**20
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_server_reachable_from_elsewhere_without_a_token_warns():
+    env = {k: v for k, v in os.environ.items() if k != "EVALKIT_TOKEN"}
+    proc, _ = start_server("--policy", "random", "--host", "0.0.0.0", env=env)
+    try:
+        assert "token: none" in proc.ready_line
+        warning = proc.stdout.readline()
+        assert "WARNING" in warning and "without a token" in warning
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 # -- whole runs ---------------------------------------------------------------------------

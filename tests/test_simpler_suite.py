@@ -7,6 +7,7 @@ import tarfile
 import numpy as np
 import pytest
 
+from evalkit import cli
 from evalkit.cli import main
 from evalkit.parallel import EpisodeWorker, WorkerConfig
 from evalkit.protocol import SIMPLER, SIMPLER_ANY_STEP
@@ -22,6 +23,7 @@ from suites.simpler import SimplerSetupError, resolve_assets
 
 @pytest.fixture
 def assets(tmp_path, monkeypatch):
+    monkeypatch.setattr(cli, "SUPERVISE", False)  # the fake simulator lives in this process only
     data = tmp_path / "simplerenv-data" / "data"
     (data / "real_inpainting").mkdir(parents=True)
     (data / "custom").mkdir()

@@ -1,5 +1,7 @@
 """`evalkit sweep`: grid expansion, resume, the table and the PNG."""
 
+import importlib.util
+
 import pytest
 
 from evalkit.cli import main
@@ -7,7 +9,10 @@ from evalkit.run import execute
 from evalkit.store import ResultStore
 from evalkit.sweep import expand
 
-pytest.importorskip("matplotlib")
+# only the table-and-plot tests need matplotlib; expansion and refusals run without it
+needs_matplotlib = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="needs matplotlib")
+# points without suites get the default one, libero_spatial, whose definition needs hf-libero
+needs_libero = pytest.mark.skipif(importlib.util.find_spec("libero") is None, reason="needs hf-libero")
 
 SWEEP = """
 out: {out}
@@ -21,6 +26,7 @@ grid:
 """
 
 
+@needs_libero
 def test_grid_expands_to_named_runs_with_the_swept_settings(tmp_path):
     out, points = expand({"out": str(tmp_path), "base": {"policy": "random", "policy_args": {"seed": 3}},
                           "grid": {"mode": ["open_loop", "receding:2"], "policy_args.chunk_size": [1, 5]}})
@@ -34,6 +40,7 @@ def test_grid_expands_to_named_runs_with_the_swept_settings(tmp_path):
         expand({"grid": {}, "points": []})
 
 
+@needs_matplotlib
 def test_sweep_resumes_and_writes_table_and_png(tmp_path, capsys):
     sweep_file = tmp_path / "sweep.yaml"
     sweep_file.write_text(SWEEP.format(out=tmp_path / "sweep"))
@@ -50,6 +57,7 @@ def test_sweep_resumes_and_writes_table_and_png(tmp_path, capsys):
     assert (tmp_path / "sweep" / "sweep.md").read_text().count("\n") == 2 + len(points)
 
 
+@needs_matplotlib
 def test_plot_tolerates_wilson_bounds_rounding_past_the_rate(tmp_path):
     from evalkit.sweep import plot_sweep
 
@@ -74,6 +82,7 @@ points:               # chunk_size stands for the checkpoint: long chunks reach 
 """
 
 
+@needs_matplotlib
 def test_reward_variant_sweep_groups_checkpoints_by_variant(tmp_path, capsys):
     sweep_file = tmp_path / "variants.yaml"
     sweep_file.write_text(REWARD_VARIANT_SWEEP.format(out=tmp_path / "sweep"))
@@ -88,3 +97,32 @@ def test_reward_variant_sweep_groups_checkpoints_by_variant(tmp_path, capsys):
     assert "| rg-ckpt1 | 0.0 [0.0, 32.4] (n=8) |" in table[5]  # one 5 cm step reaches no target
     _, points = expand(__import__("yaml").safe_load(sweep_file.read_text()))
     assert [(p.group, p.name, p.config.policy_args) for p in points][1] == ("R_g_sub", "rg-ckpt1", {"chunk_size": 1})
+
+
+@pytest.mark.parametrize("spec, expected", [
+    # a bare string would be swept character by character (seeds "1" and "2")
+    ({"grid": {"policy_args.seed": "12"}}, "grid key 'policy_args.seed' must be a list of values; got '12' (str)"),
+    ({"grid": {"mode": []}}, "grid key 'mode' has no values"),
+    ({"grid": {}}, "sweep 'grid' must map settings to lists of values"),  # one point: the sweep root itself
+    ({"points": [{"label": ".."}]}, "label '..' cannot name a folder inside the sweep directory"),
+    ({"points": [{"label": "."}]}, "label '.' cannot name a folder"),
+    ({"points": []}, "sweep 'points' must be a non-empty list of mappings"),
+    ({"points": ["a"]}, "sweep 'points' must be a non-empty list of mappings"),
+    ({"base": ["policy"], "grid": {"seed": [1]}}, "sweep 'base' must be a mapping"),
+    ({"grid": {"policy_args": ["chunk_size=2"]}}, "a sweep point's policy_args must be a mapping"),
+    ({"grid": {"seed": [1, 1.5]}}, "run setting 'seed' must be an integer >= 0; got 1.5"),
+])
+def test_malformed_sweeps_are_refused_before_any_run(tmp_path, spec, expected):
+    with pytest.raises(ValueError, match=None) as caught:
+        expand({"out": str(tmp_path / "sweep"), "base": {"suites": ["fake"], "policy": "random"}, **spec})
+    assert expected in str(caught.value)
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_a_malformed_sweep_file_is_an_error_message(tmp_path, capsys):
+    sweep_file = tmp_path / "sweep.yaml"
+    sweep_file.write_text(f"out: {tmp_path / 'sweep'}\nbase: {{suites: [fake], policy: random}}\n"
+                          "grid: {policy_args.seed: \"12\"}\n")
+    assert main(["sweep", str(sweep_file), "--no-progress"]) == 2
+    assert "grid key 'policy_args.seed' must be a list" in capsys.readouterr().err
+    assert not (tmp_path / "sweep").exists()
