@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from evalkit import registry
-from evalkit.report import report_runs
+from evalkit.core import registry
+from evalkit.results.report import report_runs
 
-# `run` runs in a watched child process (evalkit/supervisor.py); tests that install fakes into this
+# `run` runs in a watched child process (evalkit/run/supervisor.py); tests that install fakes into this
 # process (sys.modules, monkeypatches) turn it off, since a spawned child would not see them.
 SUPERVISE = True
 
@@ -17,7 +17,7 @@ SUPERVISE = True
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    from evalkit.run import RunInterrupted
+    from evalkit.run.driver import RunInterrupted
 
     try:
         return args.handler(args)
@@ -105,7 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("out")
     export.set_defaults(handler=_cmd_export)
 
-    serve = sub.add_parser("serve", help="serve a policy over openpi's websocket wire format (see evalkit/serve.py)")
+    serve = sub.add_parser("serve", help="serve a policy over openpi's websocket wire format (see evalkit/serve/server.py)")
     serve.add_argument("--policy", required=True, help="policy name (as for run)")
     serve.add_argument("--policy-arg", dest="policy_args", action="append", default=[], metavar="KEY=VALUE",
                        help="policy argument, repeatable")
@@ -123,7 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     pairs = sub.add_parser("pairs", help="NORA-1.5 preference pairs: score K candidate chunks per state, export parquet")
     source = pairs.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", action="append", metavar="FILE.npz",
-                        help="episode file (format: evalkit/pairs.py), repeatable")
+                        help="episode file (format: evalkit/posttrain/pairs.py), repeatable")
     source.add_argument("--rollout", metavar="SUITE", help="record one episode of this suite and score its states")
     pairs.add_argument("--policy", required=True, help="policy sampling the candidates")
     pairs.add_argument("--policy-arg", dest="policy_args", action="append", default=[], metavar="KEY=VALUE")
@@ -160,7 +160,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def run_config_from_args(args: argparse.Namespace):
-    from evalkit.run import RunConfig
+    from evalkit.run.driver import RunConfig
 
     values: dict = {}
     if args.config:
@@ -198,7 +198,7 @@ def _parse_key_values(items: list[str]) -> dict:
 
 
 def _cmd_run(args) -> int:
-    from evalkit.run import execute
+    from evalkit.run.driver import execute
 
     config = run_config_from_args(args)
     out = execute(config, progress=not args.no_progress, retry_errors=args.retry_errors, supervise=SUPERVISE)
@@ -214,7 +214,7 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
-    from evalkit.sweep import load_sweep, run_sweep, sweep_report
+    from evalkit.run.sweep import load_sweep, run_sweep, sweep_report
 
     out, points = load_sweep(args.sweep_file)
     if not args.report_only:
@@ -230,7 +230,7 @@ def _cmd_compare(args) -> int:
     import math
     import traceback
 
-    from evalkit.compare import BAD_INPUT, CRASHED, compare
+    from evalkit.results.compare import BAD_INPUT, CRASHED, compare
 
     if not math.isfinite(args.threshold) or args.threshold < 0 or not 0 < args.alpha < 1:
         print(f"evalkit compare: error: --threshold must be a finite number >= 0 (got {args.threshold}) and "
@@ -251,14 +251,14 @@ def _cmd_compare(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from evalkit.store import export_run
+    from evalkit.results.store import export_run
 
     print(f"wrote {export_run(args.run_dir, args.out)} episodes to {args.out}")
     return 0
 
 
 def _cmd_serve(args) -> int:
-    from evalkit.serve import serve_policy
+    from evalkit.serve.server import serve_policy
 
     serve_policy(args.policy, _parse_key_values(args.policy_args), args.host, args.port, args.max_batch,
                  args.max_wait_ms, token=args.token, max_frame_mb=args.max_frame_mb)
@@ -266,7 +266,7 @@ def _cmd_serve(args) -> int:
 
 
 def _cmd_pairs(args) -> int:
-    from evalkit.pairs import PairSettings, load_episode, make_world_model, record_rollout, save_episode, write_pairs
+    from evalkit.posttrain.pairs import PairSettings, load_episode, make_world_model, record_rollout, save_episode, write_pairs
 
     settings = PairSettings(args.variant, args.k, args.stride, args.subgoal_offset, args.action_weight,
                             args.min_margin, args.max_pairs_per_state)
@@ -286,7 +286,7 @@ def _cmd_pairs(args) -> int:
 
 
 def _cmd_doctor(args) -> int:
-    from evalkit.doctor import doctor
+    from evalkit.checks.doctor import doctor
 
     return doctor([s for s in args.suites.split(",") if s] if args.suites else None, args.assets)
 

@@ -1,1 +1,1 @@
-"""Policy adapters. Each is registered by name in `evalkit.registry` and imported only when chosen."""
+"""Policy adapters. Each is registered by name in `evalkit.core.registry` and imported only when chosen."""

@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from evalkit.types import NoAction, Observation, Undecodable
+from evalkit.core.types import NoAction, Observation, Undecodable
 
 
 class StateLost(RuntimeError):
@@ -38,7 +38,7 @@ class RemotePolicy:
         if not url:
             raise ValueError("remote needs the server's address: --policy-arg url=ws://HOST:PORT "
                              "(start the server with `evalkit serve --policy NAME --port PORT`)")
-        from evalkit import wire
+        from evalkit.serve import wire
 
         self._wire = wire
         token = token or os.environ.get(wire.TOKEN_ENV) or None

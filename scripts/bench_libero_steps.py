@@ -25,14 +25,14 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evalkit.execution import wrap  # noqa: E402
-from evalkit.protocol import OPENVLA  # noqa: E402
-from evalkit.registry import make_suite  # noqa: E402
-from evalkit.runner import run_episode  # noqa: E402
-from evalkit.suite import EnvOptions  # noqa: E402
-from evalkit.types import PolicySpec  # noqa: E402
-from policies.basic import ReplayPolicy  # noqa: E402
-from suites.libero_setup import import_libero, resolve_assets  # noqa: E402
+from evalkit.core.execution import wrap  # noqa: E402
+from evalkit.core.protocol import OPENVLA  # noqa: E402
+from evalkit.core.registry import make_suite  # noqa: E402
+from evalkit.run.episode import run_episode  # noqa: E402
+from evalkit.core.suite import EnvOptions  # noqa: E402
+from evalkit.core.types import PolicySpec  # noqa: E402
+from policies.weightfree.basic import ReplayPolicy  # noqa: E402
+from suites.libero.setup import import_libero, resolve_assets  # noqa: E402
 
 BOTH = ("agentview", "robot0_eye_in_hand")
 

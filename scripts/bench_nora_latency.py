@@ -2,7 +2,7 @@
 
     python scripts/bench_nora_latency.py --repeats 20 --out results/bench_nora_tiny.md
 
-Single thread (torch.set_num_threads(1)), the tiny checkpoints of policies/tiny_models.py,
+Single thread (torch.set_num_threads(1)), the tiny checkpoints of policies/nora/tiny_models.py,
 inputs as LIBERO gives them (256x256 frames, resized to 224 by the adapter). Medians of
 `--repeats` timed calls after two warm-up calls. These are plumbing costs (prompt building,
 image processing, generation loop, flow steps), not the cost of the 3B models.
@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evalkit.types import Observation  # noqa: E402
+from evalkit.core.types import Observation  # noqa: E402
 
 
 def median_seconds(call, repeats: int) -> float:
@@ -33,7 +33,7 @@ def median_seconds(call, repeats: int) -> float:
 
 
 def observations(n: int) -> list[Observation]:
-    from policies.tiny_models import synthetic_image
+    from policies.nora.tiny_models import synthetic_image
 
     rng = np.random.default_rng(0)
     return [Observation(images={"agentview": synthetic_image(rng, i % 2 == 1, 256)}, episode_key=f"bench/{i}")
@@ -50,8 +50,8 @@ def main() -> None:
     import torch
     import transformers
 
-    from evalkit.registry import make_policy
-    from policies.tiny_models import cached_tiny_models
+    from evalkit.core.registry import make_policy
+    from policies.nora.tiny_models import cached_tiny_models
 
     torch.set_num_threads(1)
     checkpoints = cached_tiny_models()
@@ -74,7 +74,7 @@ def main() -> None:
         f"Command: `python scripts/bench_nora_latency.py --repeats {args.repeats} --batches {args.batches}"
         f"{' --out ' + args.out if args.out else ''}`", "",
         f"torch {torch.__version__}, transformers {transformers.__version__}, {platform.processor() or platform.machine()}; "
-        f"median of {args.repeats} calls after 2 warm-ups. Tiny checkpoints (policies/tiny_models.py): these "
+        f"median of {args.repeats} calls after 2 warm-ups. Tiny checkpoints (policies/nora/tiny_models.py): these "
         "time the adapters' plumbing, not the 3B models.", "",
         "| policy | chunk | act() median ms | " + " | ".join(f"act_batch({b}) obs/s" for b in batches)
         + " | batch-" + str(batches[-1]) + " speed-up vs act() |",

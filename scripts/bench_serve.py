@@ -31,7 +31,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from evalkit.types import Observation, PolicySpec  # noqa: E402
+from evalkit.core.types import Observation, PolicySpec  # noqa: E402
 
 
 class SyntheticModel:
@@ -171,8 +171,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="also write the Markdown table here")
     args = parser.parse_args(argv)
     if args.mode == "serve":  # the server process: the synthetic model behind `evalkit serve`
-        from evalkit import registry
-        from evalkit.serve import serve_policy
+        from evalkit.core import registry
+        from evalkit.serve.server import serve_policy
 
         registry.register("policy", "synthetic", "__main__:SyntheticModel")
         serve_policy("synthetic", {"fixed_ms": args.fixed_ms, "per_item_ms": args.per_item_ms}, port=0,

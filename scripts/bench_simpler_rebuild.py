@@ -36,7 +36,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from suites.simpler import build_kwargs, import_simpler, reset_options, resolve_assets, simpler_suite  # noqa: E402
+from suites.simpler.suite import build_kwargs, import_simpler, reset_options, resolve_assets, simpler_suite  # noqa: E402
 
 MODES = ("reuse", "rebuild", "reconfigure")
 

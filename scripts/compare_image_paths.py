@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import tensorflow as tf  # noqa: E402
 
-from evalkit import images  # noqa: E402
+from evalkit.core import images  # noqa: E402
 
 COMMAND = "PYTHONPATH=. /work/sidevenvs/tf/bin/python scripts/compare_image_paths.py --out results/image_paths.md"
 
@@ -75,7 +75,7 @@ def main() -> None:
         "",
         f"Command: `{COMMAND}`",
         "",
-        f"Input: `evalkit.images.synthetic_frame(256, 256, seed={args.seed})` (LIBERO-like: gradients, "
+        f"Input: `evalkit.core.images.synthetic_frame(256, 256, seed={args.seed})` (LIBERO-like: gradients, "
         "wood-grain table with +-2 levels of pixel noise, hard-edged objects, a 1-2 px dark line, a "
         "saturated highlight), resized to 224x224 by each path. Levels are 0-255 uint8 steps.",
         "",

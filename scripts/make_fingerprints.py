@@ -1,11 +1,11 @@
-"""Write the committed reference fingerprints of LIBERO's settled states (see evalkit.fingerprint).
+"""Write the committed reference fingerprints of LIBERO's settled states (see evalkit.core.fingerprint).
 
 Run it with the pinned simulator versions only (scripts/setup.sh installs them); the file records
 the versions it was made with, and `evalkit doctor` compares an install against it.
 
     python scripts/make_fingerprints.py [--out suites/fingerprints/libero.json]
 
-SimplerEnv's reference is written by `python -m suites.simpler_fingerprints OUT.json` in .venv-simpler.
+SimplerEnv's reference is written by `python -m suites.simpler.fingerprints OUT.json` in .venv-simpler.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from evalkit import registry  # noqa: E402
-from evalkit.doctor import reference_file  # noqa: E402
-from evalkit.protocol import OPENVLA  # noqa: E402
-from suites.libero import FINGERPRINTS, LIBERO_SUITES  # noqa: E402
+from evalkit.core import registry  # noqa: E402
+from evalkit.checks.doctor import reference_file  # noqa: E402
+from evalkit.core.protocol import OPENVLA  # noqa: E402
+from suites.libero.suite import FINGERPRINTS, LIBERO_SUITES  # noqa: E402
 
 PACKAGES = ("mujoco", "robosuite", "hf-libero", "bddl", "numpy")
 

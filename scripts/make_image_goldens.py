@@ -6,10 +6,10 @@ Runs in a side environment with the references installed, never in the project v
     /work/sidevenvs/tf/bin/pip install tensorflow-cpu qwen-vl-utils pillow opencv-python-headless numpy
     PYTHONPATH=. /work/sidevenvs/tf/bin/python scripts/make_image_goldens.py
 
-Each case is a deterministic evalkit.images.synthetic_frame (recorded by shape, seed and
+Each case is a deterministic evalkit.core.images.synthetic_frame (recorded by shape, seed and
 sha256); each path's golden output comes from the code the path follows: TensorFlow for
 openvla and dlimp_lanczos3, qwen_vl_utils.process_vision_info (+ Pillow) for qwen_bicubic,
-OpenCV for cv2_area. evalkit.images is used only to build the inputs.
+OpenCV for cv2_area. evalkit.core.images is used only to build the inputs.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import cv2  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from evalkit.images import frame_digest, synthetic_frame  # noqa: E402
+from evalkit.core.images import frame_digest, synthetic_frame  # noqa: E402
 
 ALL_PATHS = ("openvla", "dlimp_lanczos3", "qwen_bicubic", "cv2_area")
 # (name, height, width, seed, output size (height, width), paths): LIBERO's 256x256 agent

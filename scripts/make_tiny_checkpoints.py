@@ -3,7 +3,7 @@
     python scripts/make_tiny_checkpoints.py runs/tiny     # -> runs/tiny/{nora,nora-long,nora-1.5}
     evalkit run --policy nora-1.5 --policy-arg checkpoint=runs/tiny/nora-1.5 ...
 
-Tests use the same builder through policies.tiny_models.cached_tiny_models (evalkit's cache).
+Tests use the same builder through policies.nora.tiny_models.cached_tiny_models (evalkit's cache).
 The backbones are written in the released NORA layout (transformers 4.4x config and weight names),
 so the official inference code reads them too (scripts/parity/run_parity.py).
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from policies.tiny_models import build_all  # noqa: E402
+from policies.nora.tiny_models import build_all  # noqa: E402
 
 
 def main() -> None:

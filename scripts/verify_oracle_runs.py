@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from evalkit.report import report_runs  # noqa: E402
-from evalkit.store import ResultStore  # noqa: E402
+from evalkit.results.report import report_runs  # noqa: E402
+from evalkit.results.store import ResultStore  # noqa: E402
 
 
 def command(out: Path, workers: int, per_task: int) -> list[str]:

@@ -1,1 +1,1 @@
-"""Benchmark suites. Each is registered by name in `evalkit.registry` and imported only when chosen."""
+"""Benchmark suites. Each is registered by name in `evalkit.core.registry` and imported only when chosen."""

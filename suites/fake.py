@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from evalkit.suite import EnvOptions, Suite, TaskInfo
-from evalkit.types import EpisodeSpec, Observation
+from evalkit.core.suite import EnvOptions, Suite, TaskInfo
+from evalkit.core.types import EpisodeSpec, Observation
 
 TARGETS = [(0.5, 0.5), (-0.5, 0.5), (0.5, -0.5), (-0.5, -0.5)]
 CAMERAS = ("agentview", "robot0_eye_in_hand")

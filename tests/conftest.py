@@ -3,7 +3,7 @@ import importlib.util
 import numpy as np
 import pytest
 
-from evalkit.types import PolicySpec
+from evalkit.core.types import PolicySpec
 
 HAS_LIBERO = importlib.util.find_spec("libero") is not None and importlib.util.find_spec("robosuite") is not None
 HAS_SIMPLER = importlib.util.find_spec("simpler_env") is not None

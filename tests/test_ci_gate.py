@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from evalkit.run import RunConfig, execute
-from evalkit.store import export_run
+from evalkit.run.driver import RunConfig, execute
+from evalkit.results.store import export_run
 
 ROOT = Path(__file__).resolve().parent.parent
 EVALKIT = Path(sys.executable).with_name("evalkit")  # the venv's console script, next to this python
@@ -20,7 +20,7 @@ EVALKIT = Path(sys.executable).with_name("evalkit")  # the venv's console script
 CHECKPOINT_POLICY = '''
 from pathlib import Path
 
-from policies.basic import ReachPolicy
+from policies.weightfree.basic import ReachPolicy
 
 
 class CheckpointPolicy(ReachPolicy):

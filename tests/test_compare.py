@@ -3,10 +3,10 @@
 import pytest
 
 from evalkit.cli import main
-from evalkit.compare import holm, mcnemar_exact
-from evalkit.registry import register
-from evalkit.run import RunConfig, execute
-from policies.basic import ReachPolicy
+from evalkit.results.compare import holm, mcnemar_exact
+from evalkit.core.registry import register
+from evalkit.run.driver import RunConfig, execute
+from policies.weightfree.basic import ReachPolicy
 
 
 def test_mcnemar_exact_hand_worked():
@@ -80,7 +80,7 @@ def test_an_exported_baseline_compares_like_its_run(tmp_path, capsys):
 
 
 def test_exit_codes_keep_0_1_2_for_verdicts_only(tmp_path, capsys, monkeypatch):
-    import evalkit.compare as compare_module
+    import evalkit.results.compare as compare_module
 
     baseline = run(tmp_path, "base", "scripted-reach")
     assert main(["compare", baseline, str(tmp_path / "missing")]) == 3

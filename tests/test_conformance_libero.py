@@ -21,11 +21,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from evalkit.protocol import NORA, OPENVLA
-from evalkit.run import RunConfig, execute
-from evalkit.store import ResultStore
-from evalkit.suite import EnvOptions
-from policies.basic import replay_key
+from evalkit.core.protocol import NORA, OPENVLA
+from evalkit.run.driver import RunConfig, execute
+from evalkit.results.store import ResultStore
+from evalkit.core.suite import EnvOptions
+from policies.weightfree.basic import replay_key
 from suites.fake import FakeEnv, fake_suite
 
 DUMMY = [0, 0, 0, 0, 0, 0, -1]
@@ -159,9 +159,9 @@ def oracle_actions():
 
 def record_oracle_actions(tasks) -> dict:
     """The oracle's executed actions on init state 0 of some libero_spatial tasks (evalkit's loop)."""
-    from evalkit.execution import wrap
-    from evalkit.registry import make_policy, make_suite
-    from evalkit.runner import run_episode
+    from evalkit.core.execution import wrap
+    from evalkit.core.registry import make_policy, make_suite
+    from evalkit.run.episode import run_episode
 
     suite = make_suite("libero_spatial")
     policy = make_policy("oracle", {})
@@ -195,7 +195,7 @@ def libero_reference_env(episode):
     ignore_done False), without cameras; reset, then the task's init state."""
     import os
 
-    from suites.libero_setup import import_libero, resolve_assets
+    from suites.libero.setup import import_libero, resolve_assets
 
     import_libero(resolve_assets(None))  # LIBERO's config and assets, before LIBERO's own imports
     from libero.libero import get_libero_path
@@ -233,7 +233,7 @@ def test_reference_loops_and_evalkit_agree_on_real_libero_episodes(tmp_path, ora
 def compare_on_libero(tmp_path, oracle_actions) -> list[dict]:
     """Per episode: evalkit's and the reference loop's outcomes under both presets (replayed actions;
     under NORA's loop "close" is sent as exactly 0.0, which only its gripper rule turns into +1)."""
-    from evalkit.types import EpisodeSpec
+    from evalkit.core.types import EpisodeSpec
 
     nora_actions = {k: _close_as_zero(a) for k, a in oracle_actions.items()}
     tasks = sorted({int(k.split("/")[1]) for k in oracle_actions})
@@ -257,7 +257,7 @@ def compare_on_libero(tmp_path, oracle_actions) -> list[dict]:
 
 @pytest.mark.libero
 def test_robosuite_horizon_ends_a_real_nora_episode_like_the_reference(tmp_path):
-    from evalkit.registry import make_suite
+    from evalkit.core.registry import make_suite
 
     episode = make_suite("libero_spatial").episodes([1], episodes_per_task=1)[0]
     still = np.tile(np.array(DUMMY, dtype=np.float64), (1, 1))

@@ -10,7 +10,7 @@ The episodes' parameters are written here from the official scripts' command lin
 (scripts/rt1_pick_coke_can_visual_matching.sh, rt1_move_near_visual_matching.sh, rt1x_bridge.sh),
 not taken from evalkit's grids.
 
-evalkit runs the same episodes with `evalkit.run.execute` and the `replay` policy, the loop replays
+evalkit runs the same episodes with `evalkit.run.driver.execute` and the `replay` policy, the loop replays
 the same actions; per episode, success, steps, queries and the final simulation state
 (`env.unwrapped.get_state()`: every pose, velocity and joint) must be equal. evalkit runs a suite's
 episodes one after another in one worker, so the state check also says an episode does not
@@ -27,11 +27,11 @@ from typing import Optional
 import numpy as np
 import pytest
 
-from evalkit.run import RunConfig, execute
-from evalkit.store import ResultStore
-from suites import fake_simpler
-from suites.fake_simpler import FakeSimplerEnv
-from suites.simpler import SimplerEnv, import_simpler, resolve_assets
+from evalkit.run.driver import RunConfig, execute
+from evalkit.results.store import ResultStore
+from suites.simpler import fake as fake_simpler
+from suites.simpler.fake import FakeSimplerEnv
+from suites.simpler.suite import SimplerEnv, import_simpler, resolve_assets
 
 GOOGLE_CONTROL = ("arm_pd_ee_delta_pose_align_interpolate_by_planner_"
                   "gripper_pd_joint_target_delta_pos_interpolate_by_planner")

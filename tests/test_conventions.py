@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from evalkit.conventions import (StickyGripper, euler_to_axis_angle, flip_image, libero_gripper, resize_image,
+from evalkit.core.conventions import (StickyGripper, euler_to_axis_angle, flip_image, libero_gripper, resize_image,
                                  widowx_gripper)
 
 
@@ -53,7 +53,7 @@ def test_flip_and_resize():
 
 # -- the per-suite postprocessor ------------------------------------------------------------
 
-from evalkit.conventions import Postprocessor  # noqa: E402
+from evalkit.core.conventions import Postprocessor  # noqa: E402
 
 
 def test_native_actions_pass_through_unchanged():

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from evalkit.execution import Ensemble, OpenLoop, Receding, parse_mode, wrap
-from evalkit.types import Observation
+from evalkit.core.execution import Ensemble, OpenLoop, Receding, parse_mode, wrap
+from evalkit.core.types import Observation
 
 from conftest import CountingPolicy
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from policies.fast import FastCodec, dct_matrix
+from policies.nora.fast import FastCodec, dct_matrix
 
 pytest.importorskip("tokenizers")
 
@@ -76,7 +76,7 @@ def test_missing_files_are_named(tmp_path):
 
 
 def test_nora_decode_recovers_a_chunk_placed_after_the_prompt(codec_and_data):
-    from policies.nora_actions import NORA_FIRST_ACTION_ID, decode_actions
+    from policies.nora.actions import NORA_FIRST_ACTION_ID, decode_actions
     from policies.normalization import read_action_stats, unnormalize
 
     codec, chunks = codec_and_data

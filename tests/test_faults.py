@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from evalkit.cli import main
-from evalkit.run import RunConfig, execute
-from evalkit.store import ResultStore, RunLock, RunLocked, RunMismatch
+from evalkit.run.driver import RunConfig, execute
+from evalkit.results.store import ResultStore, RunLock, RunLocked, RunMismatch
 
 HELPERS = Path(__file__).parent / "helpers"
 EPISODES = 12  # the fake suite's 4 tasks x 3 init states
@@ -267,7 +267,7 @@ def test_stale_in_flight_rows_of_a_killed_run_are_simply_run_again(tmp_path):
 
 
 def test_a_token_given_as_a_policy_argument_is_never_recorded(tmp_path):
-    from evalkit.run import provenance
+    from evalkit.run.driver import provenance
 
     config = fake_config(tmp_path / "run", policy="remote", policy_args={"url": "ws://127.0.0.1:9", "token": "s3cret"})
     assert "token" not in config.identity()["policy_args"]

@@ -10,19 +10,19 @@ import sqlite3
 import numpy as np
 import pytest
 
-from evalkit import doctor as doctor_mod
+from evalkit.checks import doctor as doctor_mod
 from evalkit.cli import main
-from evalkit.conventions import Postprocessor, StickyGripper
-from evalkit.execution import wrap
-from evalkit.fingerprint import state_fingerprint
-from evalkit.protocol import NORA, OPENVLA, Protocol, same_protocol
-from evalkit.registry import make_suite
-from evalkit.run import RunConfig, execute, refuse_overlapping_suites, resolve_mode
-from evalkit.runner import run_episode
-from evalkit.store import ResultStore
-from evalkit.suite import EnvOptions, Suite, TaskInfo
-from evalkit.types import EpisodeSpec, PolicySpec
-from policies.basic import ZeroPolicy
+from evalkit.core.conventions import Postprocessor, StickyGripper
+from evalkit.core.execution import wrap
+from evalkit.core.fingerprint import state_fingerprint
+from evalkit.core.protocol import NORA, OPENVLA, Protocol, same_protocol
+from evalkit.core.registry import make_suite
+from evalkit.run.driver import RunConfig, execute, refuse_overlapping_suites, resolve_mode
+from evalkit.run.episode import run_episode
+from evalkit.results.store import ResultStore
+from evalkit.core.suite import EnvOptions, Suite, TaskInfo
+from evalkit.core.types import EpisodeSpec, PolicySpec
+from policies.weightfree.basic import ZeroPolicy
 from suites import fake
 
 EPISODE = EpisodeSpec("scripted", 0, "t", "do it", 0, 0, max_steps=60)
@@ -45,7 +45,7 @@ class ScriptedEnv:
         return (self.t - self.wait_steps) in self.success_at
 
     def observation(self):
-        from evalkit.types import Observation
+        from evalkit.core.types import Observation
 
         return Observation()
 
@@ -170,7 +170,7 @@ def test_reference_mode_resolves_per_robot_and_says_what_is_missing():
 
 def test_reference_mode_is_recorded_resolved(tmp_path, monkeypatch):
     monkeypatch.setattr(fake, "fake_suite", _libero_like_fake)
-    from evalkit import registry
+    from evalkit.core import registry
 
     registry.register("policy", "test-nora-like", "test_fidelity:NoraLike")
     out = execute(RunConfig(suites=["fake"], policy="test-nora-like", mode="reference", episodes_per_task=1,
@@ -293,7 +293,7 @@ def test_a_v1_store_is_read_and_upgraded_in_place(tmp_path):
 # -- NORA's LIBERO unnormalisation keys ------------------------------------------------------------
 
 def test_nora_bare_libero_suite_names_use_its_built_in_statistics(tmp_path):
-    from policies.nora import load_stats
+    from policies.nora.nora import load_stats
 
     stats = load_stats(tmp_path, None, "libero_spatial")  # a checkpoint folder with no stats file
     assert stats.q01[0] == pytest.approx(-0.7454732114076613) and stats.q99[6] == 1.0 and stats.mask.all()
@@ -320,8 +320,8 @@ class SeesImages:
 
 
 def test_the_policys_image_path_is_applied_before_each_query_and_recorded(tmp_path):
-    from evalkit import registry
-    from evalkit.images import prepare
+    from evalkit.core import registry
+    from evalkit.core.images import prepare
 
     registry.register("policy", "test-sees-images", "test_fidelity:SeesImages")
     SeesImages.seen = []
@@ -340,7 +340,7 @@ def test_the_policys_image_path_is_applied_before_each_query_and_recorded(tmp_pa
 
 
 def test_reference_image_paths_resolve_per_robot():
-    from evalkit.parallel import image_path_for
+    from evalkit.run.workers import image_path_for
 
     spec = SeesImages().spec
     assert image_path_for(_libero_like_fake(), spec) == "openvla"
@@ -354,7 +354,7 @@ class SometimesUndecodable:
     """Every third query's output 'does not decode': answered with the reference's fallback chunk."""
 
     def __init__(self, on_undecodable="reference"):
-        from evalkit.types import NoAction, Undecodable
+        from evalkit.core.types import NoAction, Undecodable
 
         self.spec = PolicySpec(chunk_size=5, settings=(("on_undecodable", on_undecodable),))
         self.calls, self.strict = 0, on_undecodable == "strict"
@@ -372,7 +372,7 @@ class SometimesUndecodable:
 
 
 def test_undecodable_outputs_are_executed_counted_stored_and_reported(tmp_path, capsys):
-    from evalkit import registry
+    from evalkit.core import registry
 
     registry.register("policy", "test-undecodable", "test_fidelity:SometimesUndecodable")
     run = execute(RunConfig(suites=["fake"], policy="test-undecodable", tasks=[0], episodes_per_task=2,
@@ -392,15 +392,15 @@ def test_undecodable_outputs_are_executed_counted_stored_and_reported(tmp_path, 
 
 
 def test_nora_reference_fallback_is_the_unnormalised_zeros():
-    from policies.nora import chunk_or_reason
+    from policies.nora.nora import chunk_or_reason
     from policies.normalization import ActionStats
-    from evalkit.types import NoAction, Undecodable
+    from evalkit.core.types import NoAction, Undecodable
 
     class Broken:
         vocab_size = 10
 
         def decode(self, ids, horizon, dim):
-            from policies.fast import Decoded
+            from policies.nora.fast import Decoded
 
             return Decoded(None, False, "not a multiple of 7")
 

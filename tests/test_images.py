@@ -1,4 +1,4 @@
-"""Named image-preprocessing paths (evalkit.images) against their reference code.
+"""Named image-preprocessing paths (evalkit.core.images) against their reference code.
 
 Default run: golden outputs that scripts/make_image_goldens.py produced with the real
 references (TensorFlow, qwen_vl_utils + Pillow, OpenCV), plus live checks against Pillow.
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evalkit import images
+from evalkit.core import images
 
 GOLDEN = Path(__file__).parent / "golden" / "image_paths.npz"
 # TF-derived paths: float32 sums whose weights use the C library's sinf; a different libm may
@@ -110,7 +110,7 @@ def test_tf_round_is_half_to_even_then_clipped():
 
 
 def test_pil_lanczos_is_the_previous_behaviour():
-    # What evalkit.conventions.resize_image(image, 224, "lanczos") did before these paths.
+    # What evalkit.core.conventions.resize_image(image, 224, "lanczos") did before these paths.
     from PIL import Image
 
     image = images.synthetic_frame(256, 256, seed=4)

@@ -5,11 +5,11 @@ import hashlib
 import numpy as np
 import pytest
 
-from evalkit.execution import wrap
-from evalkit.protocol import OPENVLA
-from evalkit.runner import run_episode
-from evalkit.suite import EnvOptions
-from evalkit.types import PolicySpec
+from evalkit.core.execution import wrap
+from evalkit.core.protocol import OPENVLA
+from evalkit.run.episode import run_episode
+from evalkit.core.suite import EnvOptions
+from evalkit.core.types import PolicySpec
 
 pytestmark = pytest.mark.libero
 
@@ -18,7 +18,7 @@ CAMERAS = ("agentview", "robot0_eye_in_hand")
 
 @pytest.fixture(scope="module")
 def spatial():
-    from evalkit.registry import make_suite
+    from evalkit.core.registry import make_suite
 
     return make_suite("libero_spatial")
 
@@ -83,7 +83,7 @@ def test_images_are_flipped_to_model_orientation(spatial):
 def test_an_episode_is_the_same_whatever_ran_before_it(spatial):
     """Hard resets place fixtures from numpy's global RNG, and LIBERO's list of property samplers
     grows at every reset (task 4 has a cabinet drawer): both are neutralised per episode."""
-    from policies.basic import RandomPolicy
+    from policies.weightfree.basic import RandomPolicy
 
     policy = RandomPolicy(seed=3, scale=0.5)
     first, second = spatial.episodes(task_ids=[4], episodes_per_task=2)
@@ -109,14 +109,14 @@ def test_an_episode_is_the_same_whatever_ran_before_it(spatial):
 
 
 def _outcomes(run_dir):
-    from evalkit.store import ResultStore
+    from evalkit.results.store import ResultStore
 
     with ResultStore(run_dir, readonly=True) as store:
         return sorted((r.key, r.success, r.termination, r.steps) for r in store.results())
 
 
 def _oracle_run(tmp_path, name, workers, tasks, per_task):
-    from evalkit.run import RunConfig, execute
+    from evalkit.run.driver import RunConfig, execute
 
     config = RunConfig.from_dict(dict(suites=["libero_spatial"], policy="oracle", tasks=tasks,
                                       episodes_per_task=per_task, workers=workers, out=str(tmp_path / name)))

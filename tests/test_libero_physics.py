@@ -13,9 +13,9 @@ The thresholds sit between the two: seated means within 2.5 cm (xy) and below 3.
 import numpy as np
 import pytest
 
-from evalkit.protocol import OPENVLA
-from evalkit.runner import WAIT_ACTION
-from evalkit.suite import EnvOptions
+from evalkit.core.protocol import OPENVLA
+from evalkit.run.episode import WAIT_ACTION
+from evalkit.core.suite import EnvOptions
 
 pytestmark = pytest.mark.libero
 
@@ -23,7 +23,7 @@ SEATED_XY_M, SEATED_Z_M = 0.025, 0.039
 
 
 def test_task5_bowl_settles_on_the_ramekin_for_all_50_init_states():
-    from evalkit.registry import make_suite
+    from evalkit.core.registry import make_suite
 
     suite = make_suite("libero_spatial")
     assert "on the ramekin" in suite.tasks[5].instruction

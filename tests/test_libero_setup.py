@@ -6,8 +6,8 @@ import tarfile
 
 import pytest
 
-from suites import libero_setup
-from suites.libero_setup import LiberoSetupError, resolve_assets, unpack_bundle
+from suites.libero import setup as libero_setup
+from suites.libero.setup import LiberoSetupError, resolve_assets, unpack_bundle
 
 
 def make_bundle(path, bad_checksum=False):

@@ -1,4 +1,4 @@
-"""NORA, NORA-LONG and NORA-1.5 on tiny checkpoints built here (policies/tiny_models.py).
+"""NORA, NORA-LONG and NORA-1.5 on tiny checkpoints built here (policies/nora/tiny_models.py).
 
 Golden values: tests/golden/tiny_models.json pins the tiny models' outputs for fixed
 seeds and inputs. Regenerate after an intended change with
@@ -16,10 +16,10 @@ import pytest
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
-from evalkit.types import NoAction, Observation, Undecodable  # noqa: E402
+from evalkit.core.types import NoAction, Observation, Undecodable  # noqa: E402
 from policies.hub import CheckpointError  # noqa: E402
 from policies.normalization import read_action_stats, unnormalize  # noqa: E402
-from policies.tiny_models import TINY_STATS, cached_tiny_models, synthetic_image, target_chunk  # noqa: E402
+from policies.nora.tiny_models import TINY_STATS, cached_tiny_models, synthetic_image, target_chunk  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden" / "tiny_models.json"
 STATS = read_action_stats(TINY_STATS, "libero_spatial")
@@ -32,8 +32,8 @@ def tiny():
 
 @pytest.fixture(scope="session")
 def policies(tiny):
-    from policies.nora import NoraLongPolicy, NoraPolicy
-    from policies.nora15 import Nora15Policy
+    from policies.nora.nora import NoraLongPolicy, NoraPolicy
+    from policies.nora.nora15 import Nora15Policy
 
     return {"nora": NoraPolicy(str(tiny["nora"]), device="cpu"),
             "nora-long": NoraLongPolicy(str(tiny["nora-long"]), device="cpu"),
@@ -55,7 +55,7 @@ def fast_bound(horizon: int, scale: float = 10.0) -> np.ndarray:
 # -- inputs ----------------------------------------------------------------------------------------
 
 def test_prompt_is_one_user_turn_image_then_instruction_with_default_system(policies):
-    from policies.nora import prompt_text
+    from policies.nora.nora import prompt_text
 
     text = prompt_text(policies["nora"].tokenizer, "put the bowl on the plate")
     assert text == ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
@@ -120,7 +120,7 @@ def test_image_tokens_get_3d_mrope_positions(policies, size):
 
 def test_generation_decodes_from_3d_positions(policies):
     """generate(): the prompt at its M-RoPE positions, each new token one past the last."""
-    from policies.nora import model_image
+    from policies.nora.nora import model_image
 
     nora = policies["nora-long"]
     obs = probe(False)
@@ -137,7 +137,7 @@ def test_generation_length_follows_the_checkpoint_config_as_transformers_4():
     its default of 20 means 20 new tokens; an explicit max_length counts the prompt."""
     from transformers import GenerationConfig
 
-    from policies.nora import generation_length
+    from policies.nora.nora import generation_length
 
     default = generation_length(GenerationConfig(), None, max_positions=2048)
     assert [default.budget(n) for n in (124, 2040, 2100)] == [20, 8, 1] and "20 new tokens" in default.describe()
@@ -158,7 +158,7 @@ def test_generation_note_records_the_budget_and_config(policies):
 def test_a_left_padded_batch_cuts_each_row_to_its_own_budget_and_end(policies, monkeypatch):
     """With a max_length counting the prompt, rows of different prompt lengths get different budgets;
     each row ends at its first end-of-sequence token (generate pads the rest)."""
-    from policies.nora import GenerationLength, greedy_new_tokens
+    from policies.nora.nora import GenerationLength, greedy_new_tokens
 
     model = policies["nora"].model
     eos, pad = model.generation_config.eos_token_id, model.generation_config.pad_token_id
@@ -193,7 +193,7 @@ def test_action_token_range_is_found_in_the_tokenizer(policies):
 def test_encoded_chunk_after_the_prompt_decodes_back_through_the_adapter(policies, monkeypatch):
     """A 5-action chunk, FAST-encoded and emitted as action tokens after the prompt, comes back
     out of NoraPolicy.act unnormalised with the given stats, within the quantisation error."""
-    from policies.nora import GenerationLength
+    from policies.nora.nora import GenerationLength
 
     nora = policies["nora-long"]
     chunk = np.clip(np.random.default_rng(3).normal(0, 0.4, size=(5, 7)), -1, 1)
@@ -245,7 +245,7 @@ def test_nora_batch_generates_the_tokens_of_single_queries_with_padding(policies
 # -- NORA-1.5 ----------------------------------------------------------------------------------------
 
 def test_euler_integration_steps_from_one_to_zero():
-    from policies.nora15 import euler_integrate
+    from policies.nora.nora15 import euler_integrate
 
     seen = []
 
@@ -262,7 +262,7 @@ def test_euler_integration_steps_from_one_to_zero():
 def test_euler_loop_keeps_bf16_time_and_a_float32_state_as_the_release():
     """The release accumulates t += dt in the model's dtype (bf16 drifts: 0.898, 0.797, ...) and
     keeps the state in float32, adding dt * v rounded to the model's dtype."""
-    from policies.nora15 import euler_integrate
+    from policies.nora.nora15 import euler_integrate
 
     seen, v = [], torch.tensor([[0.3]], dtype=torch.bfloat16)
 
@@ -321,7 +321,7 @@ def test_nora15_gripper_is_left_unnormalised_by_its_mask(policies, monkeypatch):
 
 
 def test_nora15_fast_output_decodes_the_backbone_tokens(tiny):
-    from policies.nora15 import Nora15Policy
+    from policies.nora.nora15 import Nora15Policy
 
     fast = Nora15Policy(str(tiny["nora-1.5"]), output="fast", device="cpu")
     actions = fast.act(probe(True), "turn on the stove")
@@ -342,7 +342,7 @@ def _copy(src: Path, dst: Path) -> Path:
 def test_nora15_missing_and_unexpected_keys_are_listed(tiny, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from policies.nora15 import Nora15Policy
+    from policies.nora.nora15 import Nora15Policy
 
     folder = _copy(tiny["nora-1.5"], tmp_path / "broken")
     state = load_file(str(folder / "model.safetensors"))
@@ -356,7 +356,7 @@ def test_nora15_missing_and_unexpected_keys_are_listed(tiny, tmp_path):
 
 
 def test_legacy_backbone_key_names_are_mapped():
-    from policies.nora15 import legacy_key
+    from policies.nora.nora15 import legacy_key
 
     assert legacy_key("vlm.visual.blocks.0.attn.qkv.weight") == "vlm.model.visual.blocks.0.attn.qkv.weight"
     assert legacy_key("vlm.model.layers.3.mlp.up_proj.weight") == "vlm.model.language_model.layers.3.mlp.up_proj.weight"
@@ -365,8 +365,8 @@ def test_legacy_backbone_key_names_are_mapped():
 
 
 def test_missing_files_are_named(tiny, tmp_path):
-    from policies.nora import NoraPolicy
-    from policies.nora15 import Nora15Policy
+    from policies.nora.nora import NoraPolicy
+    from policies.nora.nora15 import Nora15Policy
 
     no_stats = _copy(tiny["nora"], tmp_path / "no_stats")
     (no_stats / "norm_stats.json").unlink()
@@ -392,7 +392,7 @@ def test_hub_id_on_an_offline_machine_names_the_file(monkeypatch):
 
 
 def test_registry_builds_the_three_policies_from_policy_args(tiny):
-    from evalkit.registry import make_policy
+    from evalkit.core.registry import make_policy
 
     for name in ("nora", "nora-long", "nora-1.5"):
         policy = make_policy(name, {"checkpoint": str(tiny[name]), "device": "cpu"})
@@ -427,8 +427,8 @@ def test_golden_outputs_of_the_tiny_models(policies):
 def test_tiny_checkpoints_run_real_libero_episodes_end_to_end(tiny, name, tmp_path):
     """The plumbing, not the actions: frames in, decoded chunks out, LIBERO's gripper mapping,
     the query budget, results stored with the postprocessor recorded."""
-    from evalkit.run import RunConfig, execute
-    from evalkit.store import ResultStore
+    from evalkit.run.driver import RunConfig, execute
+    from evalkit.results.store import ResultStore
 
     config = RunConfig(suites=["libero_spatial"], policy=name, policy_args={"checkpoint": str(tiny[name])},
                        preset="nora", max_steps=3, tasks=[0], episodes_per_task=1, out=str(tmp_path / name))

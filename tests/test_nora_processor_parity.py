@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
-from policies.tiny_models import cached_tiny_models  # noqa: E402
+from policies.nora.tiny_models import cached_tiny_models  # noqa: E402
 
 SIZES = [(224, 224), (256, 256), (480, 640), (120, 160), (300, 200)]
 KEYS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_token_type_ids")
@@ -23,7 +23,7 @@ KEYS = ("input_ids", "attention_mask", "pixel_values", "image_grid_thw", "mm_tok
 
 @pytest.fixture(scope="module")
 def nora():
-    from policies.nora import NoraPolicy
+    from policies.nora.nora import NoraPolicy
 
     return NoraPolicy(str(cached_tiny_models()["nora"]), device="cpu")
 
@@ -116,7 +116,7 @@ def test_a_padded_batch_of_mixed_sizes_equals_the_processors(nora, processor):
 
 
 def test_the_adapter_prompt_is_the_processors_chat_template(nora, processor):
-    from policies.nora import prompt_text
+    from policies.nora.nora import prompt_text
 
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "x"}]}]
     assert prompt_text(nora.tokenizer, "x") == processor.apply_chat_template(messages, tokenize=False,

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from evalkit.types import Observation
-from policies.oracle import START_ROT, TURNED_ROT, OraclePolicy
+from evalkit.core.types import Observation
+from policies.weightfree.oracle import START_ROT, TURNED_ROT, OraclePolicy
 
 BASE = np.array([-0.66, 0.0, 0.912])
 PLATE = np.array([0.05, 0.2, 0.903])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from evalkit.cli import main
-from evalkit.pairs import Episode, goal_frame, load_episode, save_episode, scored_steps
+from evalkit.posttrain.pairs import Episode, goal_frame, load_episode, save_episode, scored_steps
 
 # writing and reading parquet needs pandas + pyarrow; refusals of bad input run without them
 needs_parquet = pytest.mark.skipif(not all(importlib.util.find_spec(m) for m in ("pandas", "pyarrow")),
@@ -51,8 +51,8 @@ def test_action_reward_pairs_from_a_dataset_episode(tmp_path):
 
 @needs_parquet
 def test_goal_variants_score_against_end_or_sub_goal_frames(tmp_path):
-    from evalkit.rewards import TinyWorldModel
-    from policies.basic import RandomPolicy
+    from evalkit.posttrain.rewards import TinyWorldModel
+    from policies.weightfree.basic import RandomPolicy
 
     path = _episode(tmp_path)
     episode = load_episode(path)
@@ -67,8 +67,8 @@ def test_goal_variants_score_against_end_or_sub_goal_frames(tmp_path):
     total = _pairs([*args, "--variant", "R_tot"], tmp_path / "tot.parquet")
     # recompute state 3's best goal reward by hand from the same candidates
     world, policy = TinyWorldModel(dim=8), RandomPolicy(chunk_size=5)
-    from evalkit.pairs import observation_at
-    from evalkit.rewards import sample_candidates
+    from evalkit.posttrain.pairs import observation_at
+    from evalkit.posttrain.rewards import sample_candidates
 
     chunks = sample_candidates(policy, observation_at(episode, 3), episode.instruction, 3)
     now = world.encode(episode.frames[3])
@@ -101,8 +101,8 @@ def test_pairs_from_a_recorded_fake_suite_rollout(tmp_path):
     refs = frame.observation_ref.unique().tolist()
     assert refs == [f"{saved}#{t}" for t in range(steps - 4)]  # frame t of the saved rollout
     assert len(frame) == 3 * len(refs) and (frame.winner_reward > frame.loser_reward).all()
-    from evalkit.pairs import record_rollout
-    from policies.basic import ReachPolicy
+    from evalkit.posttrain.pairs import record_rollout
+    from policies.weightfree.basic import ReachPolicy
 
     assert record_rollout("fake", ReachPolicy(), task=1).source == "fake/1/0/0"  # unsaved: the rollout's key
 

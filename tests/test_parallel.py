@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 
-from evalkit.parallel import ParallelRunner, WorkerConfig
-from evalkit.protocol import OPENVLA
-from evalkit.suite import EnvOptions, Suite
-from policies.basic import ZeroPolicy
+from evalkit.run.workers import ParallelRunner, WorkerConfig
+from evalkit.core.protocol import OPENVLA
+from evalkit.core.suite import EnvOptions, Suite
+from policies.weightfree.basic import ZeroPolicy
 from suites.fake import FakeEnv, fake_suite
 
 
@@ -42,7 +42,7 @@ def test_dead_worker_records_an_error_and_the_run_finishes():
 
 
 def test_workers_keep_to_their_task_so_simulators_are_rebuilt_rarely():
-    from evalkit.parallel import _next_episode
+    from evalkit.run.workers import _next_episode
 
     todo = fake_suite().episodes(task_ids=[0, 1], episodes_per_task=3)
     first = _next_episode(todo, None, set())
@@ -58,7 +58,7 @@ class RaisesOnOddInits:
     the first query), as a real batched model would; act() raises only for those observations."""
 
     def __init__(self, short_batches: bool = False):
-        from evalkit.types import PolicySpec
+        from evalkit.core.types import PolicySpec
 
         self.spec = PolicySpec(chunk_size=4)
         self.short_batches = short_batches in (True, "true", "1")
@@ -82,9 +82,9 @@ class RaisesOnOddInits:
 
 @pytest.mark.parametrize("short_batches", [False, True])
 def test_a_failing_or_short_batch_fails_only_its_own_episodes(tmp_path, short_batches):
-    from evalkit.registry import register
-    from evalkit.run import RunConfig, execute
-    from evalkit.store import ResultStore
+    from evalkit.core.registry import register
+    from evalkit.run.driver import RunConfig, execute
+    from evalkit.results.store import ResultStore
 
     register("policy", "test-raises-on-odd", "test_parallel:RaisesOnOddInits")
     outcomes = {}

@@ -1,5 +1,5 @@
 """pi0's openpi route speaks openpi's wire format: checked against a server written here with the
-msgpack library directly (not evalkit.wire), laid out as openpi's LIBERO example sends it."""
+msgpack library directly (not evalkit.serve.wire), laid out as openpi's LIBERO example sends it."""
 
 import importlib.util
 import threading
@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from websockets.sync.server import serve
 
-from evalkit.types import Observation
-from policies.pi0 import OpenPIPolicy, quat_to_axis_angle
+from evalkit.core.types import Observation
+from policies.vla.pi0 import OpenPIPolicy, quat_to_axis_angle
 from policies.remote import RemotePolicy
 
 HORIZON = 10
@@ -88,7 +88,7 @@ def test_remote_refuses_an_openpi_server_and_points_to_pi0():
 
 @pytest.mark.skipif(importlib.util.find_spec("lerobot") is not None, reason="lerobot is installed")
 def test_pi0_lerobot_without_lerobot_says_what_to_install():
-    from policies.pi0 import LeRobotPI0Policy
+    from policies.vla.pi0 import LeRobotPI0Policy
 
     with pytest.raises(ImportError, match="lerobot\\[pi0\\]"):
         LeRobotPI0Policy()
@@ -99,7 +99,7 @@ def test_pi0_lerobot_without_lerobot_says_what_to_install():
 # as pure checks so a regression fails without the side venv.
 
 def test_openpi_request_dtypes_and_keys_are_exactly_the_libero_examples():
-    from policies.pi0 import openpi_libero_request
+    from policies.vla.pi0 import openpi_libero_request
 
     request = openpi_libero_request(libero_obs(), "open the drawer")
     assert list(request) == ["observation/image", "observation/wrist_image", "observation/state", "prompt"]
@@ -110,7 +110,7 @@ def test_openpi_request_dtypes_and_keys_are_exactly_the_libero_examples():
 
 def test_resize_with_pad_sizes_as_openpi_client():
     """openpi_client.image_tools truncates size/ratio; rounding gave 149 rows instead of 148 for 200x301."""
-    from policies.pi0 import resize_with_pad
+    from policies.vla.pi0 import resize_with_pad
 
     out = resize_with_pad(np.full((200, 301, 3), 255, np.uint8), 224)
     rows = np.flatnonzero(out[:, 112, 0])
@@ -134,7 +134,7 @@ class ErrorThenClose(OpenPIStandIn):
 
 
 def test_pi0_reads_openpi_error_frames_and_reconnects_after_the_server_closes():
-    from evalkit.wire import ServerError
+    from evalkit.serve.wire import ServerError
 
     server, obs = ErrorThenClose(), libero_obs()
     with server as server_url:
@@ -151,8 +151,8 @@ def test_evalkit_serve_answers_an_openpi_client_as_openpi_expects():
     the LIBERO element reaches the served policy unchanged; a bad request gets a text frame."""
     from websockets.sync.client import connect
 
-    from evalkit.serve import PolicyServer, ServerThread
-    from evalkit.types import PolicySpec
+    from evalkit.serve.server import PolicyServer, ServerThread
+    from evalkit.core.types import PolicySpec
 
     class Recording:
         spec = PolicySpec(cameras=("agentview", "robot0_eye_in_hand"), chunk_size=2)
@@ -170,7 +170,7 @@ def test_evalkit_serve_answers_an_openpi_client_as_openpi_expects():
             return {b"__ndarray__": True, b"data": obj.tobytes(), b"dtype": obj.dtype.str, b"shape": obj.shape}
         return obj
 
-    from policies.pi0 import openpi_libero_request
+    from policies.vla.pi0 import openpi_libero_request
 
     element = openpi_libero_request(libero_obs(), "put the bowl on the plate")
     with ServerThread(PolicyServer(Recording, "recording")) as url, connect(url, compression=None, max_size=None) as ws:

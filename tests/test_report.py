@@ -1,7 +1,7 @@
 import pytest
 
-from evalkit.report import full_report, render, summary_table, suite_table, task_table, wilson_interval
-from evalkit.types import EpisodeResult
+from evalkit.results.report import full_report, render, summary_table, suite_table, task_table, wilson_interval
+from evalkit.core.types import EpisodeResult
 
 
 def result(suite, task, i, success, termination=None):

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from evalkit.rewards import (TinyWorldModel, action_reward, export_pairs, goal_reward, pair_rows, preference_pairs,
+from evalkit.posttrain.rewards import (TinyWorldModel, action_reward, export_pairs, goal_reward, pair_rows, preference_pairs,
                              sample_candidates, score_candidates)
-from evalkit.types import Observation
-from policies.basic import RandomPolicy
+from evalkit.core.types import Observation
+from policies.weightfree.basic import RandomPolicy
 
 
 class LineWorld:
@@ -47,7 +47,7 @@ def test_total_reward_mixes_goal_and_half_action():
 
 
 def test_pairs_rank_best_first_and_skip_ties():
-    from evalkit.rewards import ScoredCandidates
+    from evalkit.posttrain.rewards import ScoredCandidates
 
     scored = ScoredCandidates(np.zeros((4, 1, 7)), np.array([0.1, 0.5, 0.1, -1.0]))
     assert preference_pairs(scored) == [(1, 0), (1, 2), (1, 3), (0, 3), (2, 3)]

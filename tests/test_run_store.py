@@ -11,11 +11,11 @@ import time
 import pytest
 
 from evalkit.cli import main
-from evalkit.report import report_runs
-from evalkit.run import RunConfig, execute
-from evalkit.registry import register
-from evalkit.store import ResultStore, RunMismatch
-from policies.basic import ReachPolicy
+from evalkit.results.report import report_runs
+from evalkit.run.driver import RunConfig, execute
+from evalkit.core.registry import register
+from evalkit.results.store import ResultStore, RunMismatch
+from policies.weightfree.basic import ReachPolicy
 
 
 def outcomes(run_dir):

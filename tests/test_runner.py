@@ -3,12 +3,12 @@
 import numpy as np
 import pytest
 
-from evalkit.execution import wrap
-from evalkit.protocol import NORA, OPENVLA
-from evalkit.runner import run_episode
-from evalkit.suite import EnvOptions
-from evalkit.types import PolicySpec
-from policies.basic import ReachPolicy, ZeroPolicy
+from evalkit.core.execution import wrap
+from evalkit.core.protocol import NORA, OPENVLA
+from evalkit.run.episode import run_episode
+from evalkit.core.suite import EnvOptions
+from evalkit.core.types import PolicySpec
+from policies.weightfree.basic import ReachPolicy, ZeroPolicy
 from suites.fake import FakeEnv, fake_suite
 
 from conftest import CountingPolicy
@@ -109,7 +109,7 @@ def test_policy_sees_flipped_state_and_step_index():
 
 
 def test_executed_actions_go_through_the_suite_postprocessor():
-    from evalkit.conventions import Postprocessor
+    from evalkit.core.conventions import Postprocessor
 
     class RecordingEnv(FakeEnv):
         def step(self, action, render):

@@ -18,13 +18,13 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from evalkit.run import RunConfig, execute
-from evalkit.serve import PolicyServer, ServerThread
-from evalkit.store import ResultStore
-from evalkit.types import NoAction, Observation, PolicySpec, Undecodable
-from policies.basic import RandomPolicy
+from evalkit.run.driver import RunConfig, execute
+from evalkit.serve.server import PolicyServer, ServerThread
+from evalkit.results.store import ResultStore
+from evalkit.core.types import NoAction, Observation, PolicySpec, Undecodable
+from policies.weightfree.basic import RandomPolicy
 from policies.remote import RemotePolicy
-from evalkit.wire import FrameTooBig, Refused, ServerError
+from evalkit.serve.wire import FrameTooBig, Refused, ServerError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -56,7 +56,7 @@ def run_fake(out, policy, policy_args, **extra):
 # -- wire format, checked with the msgpack library itself -------------------------------------
 
 def openpi_array(obj):
-    """openpi's msgpack_numpy encoding, written out here so the test does not trust evalkit.wire."""
+    """openpi's msgpack_numpy encoding, written out here so the test does not trust evalkit.serve.wire."""
     if isinstance(obj, np.ndarray):
         return {b"__ndarray__": True, b"data": obj.tobytes(), b"dtype": obj.dtype.str, b"shape": obj.shape}
     return obj

@@ -7,7 +7,7 @@ every action, so any difference in observations or actions would show in the out
 
 import pytest
 
-from evalkit.run import RunConfig, execute
+from evalkit.run.driver import RunConfig, execute
 from tests.test_serve import outcomes, start_server
 
 pytestmark = pytest.mark.libero

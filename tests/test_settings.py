@@ -7,12 +7,12 @@ from typing import Literal, Optional
 
 import pytest
 
-from evalkit import settings
+from evalkit.core import settings
 from evalkit.cli import main
-from evalkit.execution import parse_mode
-from evalkit.registry import make_policy, register
-from evalkit.run import RunConfig
-from evalkit.settings import SettingError, coerce_policy_args
+from evalkit.core.execution import parse_mode
+from evalkit.core.registry import make_policy, register
+from evalkit.run.driver import RunConfig
+from evalkit.core.settings import SettingError, coerce_policy_args
 
 RUN = ["run", "--suite", "fake", "--policy", "random", "--episodes-per-task", "1", "--no-progress"]
 
@@ -148,8 +148,8 @@ def test_chunk_sizes_below_one_are_refused_at_construction():
 
 
 def test_nora_and_world_model_flags_arrive_as_bools():
-    from evalkit.world_models import load_vjepa2_ac
-    from policies.nora import NoraLongPolicy, NoraPolicy
+    from evalkit.posttrain.world_models import load_vjepa2_ac
+    from policies.nora.nora import NoraLongPolicy, NoraPolicy
 
     assert coerce_policy_args(NoraPolicy, {"respect_mask": "false"}) == {"respect_mask": False}
     typed = coerce_policy_args(NoraLongPolicy, {"respect_mask": "true", "time_horizon": "3", "max_new_tokens": "none"})

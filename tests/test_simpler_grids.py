@@ -6,9 +6,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from evalkit.registry import make_suite
-from suites import simpler_grids as grids
-from suites.simpler import simpler_suite
+from evalkit.core.registry import make_suite
+from suites.simpler import grids
+from suites.simpler.suite import simpler_suite
 
 
 @pytest.mark.parametrize("name, counts", [

@@ -8,11 +8,11 @@ Conformance with SimplerEnv's own evaluator loop: tests/test_conformance_simpler
 import numpy as np
 import pytest
 
-from evalkit.parallel import EpisodeWorker, WorkerConfig
-from evalkit.protocol import SIMPLER
-from evalkit.registry import make_suite
-from evalkit.suite import EnvOptions
-from policies.basic import RandomPolicy, ReplayPolicy
+from evalkit.run.workers import EpisodeWorker, WorkerConfig
+from evalkit.core.protocol import SIMPLER
+from evalkit.core.registry import make_suite
+from evalkit.core.suite import EnvOptions
+from policies.weightfree.basic import RandomPolicy, ReplayPolicy
 
 pytestmark = pytest.mark.simpler
 

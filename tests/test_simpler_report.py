@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from evalkit import simpler_report as sr
-from evalkit.report import render
-from evalkit.types import EpisodeResult
+from suites.simpler import report as sr
+from evalkit.results.report import render
+from evalkit.core.types import EpisodeResult
 
 TASKS = ("pick_coke_can", "move_near", "open_drawer", "close_drawer")
 

@@ -1,4 +1,4 @@
-"""SimplerEnv suites against the fake simpler_env (suites/fake_simpler.py): build kwargs, reset
+"""SimplerEnv suites against the fake simpler_env (suites/simpler/fake.py): build kwargs, reset
 options, success rules, postprocessing, stored partial success, install errors. No simulator."""
 
 import sys
@@ -9,16 +9,16 @@ import pytest
 
 from evalkit import cli
 from evalkit.cli import main
-from evalkit.parallel import EpisodeWorker, WorkerConfig
-from evalkit.protocol import SIMPLER, SIMPLER_ANY_STEP
-from evalkit.registry import make_suite
-from evalkit.store import ResultStore
-from evalkit.suite import EnvOptions
-from evalkit.types import PolicySpec
-from suites import fake_simpler
-from suites.fake_simpler import FakeSimplerEnv
-from suites import simpler
-from suites.simpler import SimplerSetupError, resolve_assets
+from evalkit.run.workers import EpisodeWorker, WorkerConfig
+from evalkit.core.protocol import SIMPLER, SIMPLER_ANY_STEP
+from evalkit.core.registry import make_suite
+from evalkit.results.store import ResultStore
+from evalkit.core.suite import EnvOptions
+from evalkit.core.types import PolicySpec
+from suites.simpler import fake as fake_simpler
+from suites.simpler.fake import FakeSimplerEnv
+from suites.simpler import suite as simpler
+from suites.simpler.suite import SimplerSetupError, resolve_assets
 
 
 @pytest.fixture
@@ -239,7 +239,7 @@ def test_missing_robot_descriptions_are_named(assets, tmp_path):
 
 
 def test_assets_from_a_bundle_or_a_folder(tmp_path, monkeypatch):
-    import suites.libero_setup as setup
+    import suites.libero.setup as setup
 
     monkeypatch.setattr(setup, "CACHE_DIR", tmp_path / "cache")
     folder = tmp_path / "src" / "simplerenv-data" / "data"
@@ -271,7 +271,7 @@ def test_report_sim2real_over_two_runs(assets, tmp_path, capsys):
 
 
 def test_run_uses_the_suites_preset_unless_told():
-    from evalkit.run import RunConfig
+    from evalkit.run.driver import RunConfig
 
     assert RunConfig(suites=["simpler_bridge"]).protocol().success_rule == "last"
     assert RunConfig(suites=["fake"]).preset == "openvla"
@@ -292,7 +292,7 @@ def test_doctor_sample_is_the_first_and_last_entry_of_each_task():
 
 
 def test_reference_fingerprints_fingerprint_each_sample_episode_in_its_own_env(assets):
-    from evalkit.fingerprint import combine, rounded_state, state_fingerprint
+    from evalkit.core.fingerprint import combine, rounded_state, state_fingerprint
 
     reference = simpler.reference_fingerprints(["simpler_coke_can_vm", "simpler_carrot_on_plate"])
     assert set(reference["versions"]) == {"sapien", "mani_skill2_real2sim", "simpler_env", "numpy"}
@@ -323,7 +323,7 @@ def test_reference_fingerprints_change_when_the_settled_state_does(assets, monke
 def test_fingerprint_cli_writes_the_reference_file(assets, tmp_path):
     import json
 
-    from suites import simpler_fingerprints
+    from suites.simpler import fingerprints as simpler_fingerprints
 
     out = tmp_path / "fp" / "simpler.json"
     assert simpler_fingerprints.main([str(out), "--suites", "simpler_stack_cube"]) == 0
@@ -335,7 +335,7 @@ def test_fingerprint_cli_writes_the_reference_file(assets, tmp_path):
 def test_committed_reference_matches_the_doctor_sample():
     import json
 
-    from evalkit.fingerprint import combine, state_fingerprint
+    from evalkit.core.fingerprint import combine, state_fingerprint
 
     reference = json.loads(simpler.FINGERPRINT_FILE.read_text())
     assert sorted(reference["suites"]) == sorted(simpler.FINGERPRINT_SUITES)

@@ -5,9 +5,9 @@ import importlib.util
 import pytest
 
 from evalkit.cli import main
-from evalkit.run import execute
-from evalkit.store import ResultStore
-from evalkit.sweep import expand
+from evalkit.run.driver import execute
+from evalkit.results.store import ResultStore
+from evalkit.run.sweep import expand
 
 # only the table-and-plot tests need matplotlib; expansion and refusals run without it
 needs_matplotlib = pytest.mark.skipif(importlib.util.find_spec("matplotlib") is None, reason="needs matplotlib")
@@ -59,7 +59,7 @@ def test_sweep_resumes_and_writes_table_and_png(tmp_path, capsys):
 
 @needs_matplotlib
 def test_plot_tolerates_wilson_bounds_rounding_past_the_rate(tmp_path):
-    from evalkit.sweep import plot_sweep
+    from evalkit.run.sweep import plot_sweep
 
     _, points = expand({"grid": {"mode": ["open_loop", "receding:1"]}})
     rates = {"fake": {points[0].name: (0.0, 1e-17, 0.28, 10), points[1].name: (1.0, 0.72, 1.0 - 1e-16, 10)}}

@@ -1,7 +1,7 @@
 import pytest
 
-from evalkit.run import RunConfig, execute
-from evalkit.store import ResultStore
+from evalkit.run.driver import RunConfig, execute
+from evalkit.results.store import ResultStore
 
 imageio = pytest.importorskip("imageio.v2")
 

@@ -6,13 +6,13 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from evalkit.conventions import Postprocessor  # noqa: E402
-from evalkit.types import Observation  # noqa: E402
+from evalkit.core.conventions import Postprocessor  # noqa: E402
+from evalkit.core.types import Observation  # noqa: E402
 from policies.normalization import read_action_stats  # noqa: E402
-from policies.openvla import (  # noqa: E402
+from policies.vla.openvla import (  # noqa: E402
     OpenVLAPolicy, center_crop, decode_action_tokens, prompt_for, resolve_unnorm_key, tokens_to_action,
 )
-from policies.spatialvla import SpatialVLAPolicy  # noqa: E402
+from policies.vla.spatialvla import SpatialVLAPolicy  # noqa: E402
 
 STATS = {"libero_spatial_no_noops": {"action": {
     "q01": [-0.5] * 6 + [0.0], "q99": [0.5] * 6 + [1.0], "mask": [True] * 6 + [False]}}}
@@ -138,8 +138,8 @@ def test_spatialvla_chunk_and_inputs_come_from_the_processor():
 
 
 def test_spatialvla_holds_the_google_sticky_gripper_10_steps():
-    from evalkit.parallel import postprocessor_for
-    from evalkit.suite import Suite
+    from evalkit.run.workers import postprocessor_for
+    from evalkit.core.suite import Suite
 
     policy = SpatialVLAPolicy.with_model(FakeSpatialProcessor(), FakeSpatialModel(), unnorm_key="bridge_orig")
     google = Suite("g", 10, 1, "G", [], None, robot="google_robot")

@@ -13,8 +13,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from evalkit.rewards import preference_pairs, score_candidates  # noqa: E402
-from evalkit.world_models import (VJepa2ACWorldModel, hf_encoder_fn, load_vjepa2_ac, release_modules,  # noqa: E402
+from evalkit.posttrain.rewards import preference_pairs, score_candidates  # noqa: E402
+from evalkit.posttrain.world_models import (VJepa2ACWorldModel, hf_encoder_fn, load_vjepa2_ac, release_modules,  # noqa: E402
                                   release_state_dicts)
 
 AC_PREDICTOR = '''

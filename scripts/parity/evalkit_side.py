@@ -18,9 +18,9 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent.parent))
 import _shared  # noqa: E402
 
-from evalkit.types import Observation  # noqa: E402
-from policies.nora import model_image  # noqa: E402
-from policies.nora_actions import action_token_ids  # noqa: E402
+from evalkit.core.types import Observation  # noqa: E402
+from policies.nora.nora import model_image  # noqa: E402
+from policies.nora.actions import action_token_ids  # noqa: E402
 
 
 def observation(name: str, image: np.ndarray) -> Observation:
@@ -82,7 +82,7 @@ def main() -> None:
     cases, images = _shared.load_cases(args.work)
     arrays, notes = {}, {"versions": versions()}
     if args.model == "nora-1.5":
-        from policies.nora15 import Nora15Policy
+        from policies.nora.nora15 import Nora15Policy
 
         policy = Nora15Policy(str(args.checkpoint), device="cpu", dtype="float32")
         for method in ("sample", "velocity", "backbone_kv"):
@@ -92,7 +92,7 @@ def main() -> None:
         run = lambda case, image: run_nora15(policy, positions, noise[case["name"]], case["name"], image,  # noqa: E731
                                              case["instruction"])
     else:
-        from policies.nora import NoraPolicy
+        from policies.nora.nora import NoraPolicy
 
         policy = NoraPolicy(str(args.checkpoint), device="cpu", dtype="float32")
         policy.model.generate = _shared.Recording(policy.model.generate)

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from evalkit.images import prepare, synthetic_frame
-from evalkit.types import Observation
-from policies.openvla import OpenVLAPolicy
+from evalkit.core.images import prepare, synthetic_frame
+from evalkit.core.types import Observation
+from policies.vla.openvla import OpenVLAPolicy
 
 UNNORM_KEY = "libero_spatial"  # resolved by evalkit to the checkpoint's "libero_spatial_no_noops"
 # (name, seed, instruction): LIBERO-sized 256x256 renders, flipped as LIBERO's loop does, then the

@@ -1,4 +1,4 @@
-"""Official-code parity for evalkit's OpenVLA adapter (policies/openvla.py), on a tiny random OpenVLA.
+"""Official-code parity for evalkit's OpenVLA adapter (policies/vla/openvla.py), on a tiny random OpenVLA.
 
 One command (from evalkit's env) builds nothing it already has and runs, in order:
   1. evalkit env: the cases: 224 frames after evalkit's `openvla` image path (LIBERO-sized 256x256
@@ -36,7 +36,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 
 import openvla_evalkit  # noqa: E402
-from policies.openvla import decode_action_tokens  # noqa: E402
+from policies.vla.openvla import decode_action_tokens  # noqa: E402
 
 
 def side(python: Path, script: str, *args: str, shims: bool = True) -> None:

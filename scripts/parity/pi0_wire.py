@@ -4,7 +4,7 @@
      `evalkit serve` (a subprocess of /work/main/.venv/bin/evalkit on 127.0.0.1): metadata on
      connect, an openpi LIBERO observation in, {"actions": ...} out, equal to the same policy's
      in-process chunk; a bad request comes back as a text frame (openpi's client raises it).
-  B. evalkit's `pi0` policy (policies/pi0.py through evalkit.wire) against openpi's own server
+  B. evalkit's `pi0` policy (policies/vla/pi0.py through evalkit.serve.wire) against openpi's own server
      (`openpi.serving.websocket_policy_server.WebsocketPolicyServer`, imported from an export of
      the openpi repository, no shim: `openpi/__init__.py` is empty and the module needs only
      websockets + openpi_client) serving a stand-in policy: the actions come back, and what the
@@ -80,7 +80,7 @@ def evalkit_observation(raw: dict):
     """What evalkit's LIBERO suite hands a policy for that frame (images already turned 180 degrees)."""
     import numpy as np
 
-    from evalkit.types import Observation
+    from evalkit.core.types import Observation
 
     return Observation(
         images={"agentview": np.ascontiguousarray(raw["agentview_image"][::-1, ::-1]),
@@ -168,7 +168,9 @@ def direction_a(checks: Checks, openpi_dir: Path) -> None:
     import numpy as np
     from openpi_client import websocket_client_policy
 
-    from evalkit import registry, wire
+    from evalkit.core import registry
+
+    from evalkit.serve import wire
 
     d = "A"
     raw = raw_libero_frame(0)
@@ -179,7 +181,7 @@ def direction_a(checks: Checks, openpi_dir: Path) -> None:
             meta = client.get_server_metadata()
             checks.check(d, f"[{policy_name}] connect: openpi client reads the metadata frame", lambda: (
                 isinstance(meta, dict) and meta.get("evalkit", {}).get("policy") == policy_name,
-                f"keys {sorted(meta)}, evalkit.policy={meta.get('evalkit', {}).get('policy')!r}"))
+                f"keys {sorted(meta)}, evalkit.core.policy={meta.get('evalkit', {}).get('policy')!r}"))
             reply = client.infer(element)
             local = registry.make_policy(policy_name, {k: str(v) for k, v in args.items()})
             expected = np.asarray(local.act(*wire.observation_from_message(element)))
@@ -207,8 +209,8 @@ def direction_a(checks: Checks, openpi_dir: Path) -> None:
 
     # What a served policy sees: evalkit's server in this process (same code as `evalkit serve`), a
     # recording policy, openpi's client packing the LIBERO element.
-    from evalkit.serve import PolicyServer, ServerThread
-    from evalkit.types import PolicySpec
+    from evalkit.serve.server import PolicyServer, ServerThread
+    from evalkit.core.types import PolicySpec
 
     class Recording:
         spec = PolicySpec(cameras=("agentview", "robot0_eye_in_hand"), chunk_size=2)
@@ -272,8 +274,8 @@ def direction_b(checks: Checks, openpi_dir: Path) -> None:
     import numpy as np
     from openpi.serving import websocket_policy_server
 
-    from evalkit.wire import ServerError
-    from policies.pi0 import OpenPIPolicy
+    from evalkit.serve.wire import ServerError
+    from policies.vla.pi0 import OpenPIPolicy
 
     d = "B"
     stand_in, port = StandInPolicy(), free_port()
@@ -298,7 +300,7 @@ def direction_b(checks: Checks, openpi_dir: Path) -> None:
 
     from openpi_client import image_tools
 
-    from policies.pi0 import resize_with_pad
+    from policies.vla.pi0 import resize_with_pad
 
     rng, sizes, mismatched = np.random.default_rng(3), [], []
     for height in range(100, 520, 23):
@@ -450,13 +452,13 @@ NOTES = [
     "environment presumably gets it through other dependencies; not checked).",
     "- The official server logs the stand-in's deliberate `ValueError` traceback (\"connection handler failed\") "
     "during the error-path check: expected.",
-    "- Fix made: `policies/pi0.py: resize_with_pad` rounded the resized size where openpi_client's truncates "
+    "- Fix made: `policies/vla/pi0.py: resize_with_pad` rounded the resized size where openpi_client's truncates "
     "(`int(size / ratio)`); equal for LIBERO's 256x256 frames, but with the old code 164 of the 285 sizes "
     "of the check above differed (1378 of 2340 on a finer grid; e.g. 200x301: 149 rows instead of 148, so "
     "the picture shifted). It now computes the size as openpi does; "
     "the size-grid check above covers it, and `tests/test_pi0.py::test_resize_with_pad_sizes_as_openpi_client` "
     "pins the 200x301 case.",
-    "- No change was needed in `evalkit/serve.py` or `evalkit/wire.py`: openpi's client reads evalkit's metadata "
+    "- No change was needed in `evalkit/serve/server.py` or `evalkit/serve/wire.py`: openpi's client reads evalkit's metadata "
     "frame, packing and error frames as they are.",
     "",
 ]
@@ -497,7 +499,7 @@ def write_report(path: Path, openpi_dir: Path, commit: str, pinned: str, server_
         "",
         "Direction A: openpi's `WebsocketClientPolicy` -> `evalkit serve` (subprocess, 127.0.0.1, `random` "
         "chunk_size=10 seed=3 and `zero` chunk_size=5); the request is the dict openpi's LIBERO example builds. "
-        "Direction B: evalkit's `pi0` (`policies/pi0.py`, `evalkit.wire.WireClient`) -> openpi's "
+        "Direction B: evalkit's `pi0` (`policies/vla/pi0.py`, `evalkit.serve.wire.WireClient`) -> openpi's "
         "`WebsocketPolicyServer` (imported from the export with `src` on sys.path, no stubs needed) serving a "
         "stand-in policy (`infer(obs) -> {\"actions\": (10, 8) float32}`, records what it receives); the expected "
         "observation is built from the same raw 256x256 frame with `openpi_client.image_tools` and the example's "

@@ -49,8 +49,8 @@ GENCONFIG = {"max_length": 104, "repetition_penalty": 4.0}  # prompts are 92-102
 
 
 def make_cases(work: Path) -> None:
-    from evalkit.images import synthetic_frame
-    from policies.tiny_models import synthetic_image
+    from evalkit.core.images import synthetic_frame
+    from policies.nora.tiny_models import synthetic_image
 
     images, cases, noise = {}, [], {}
     for name, (h, w), kind, seed, instruction in CASES:

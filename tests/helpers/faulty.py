@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from policies.basic import ReachPolicy
+from policies.weightfree.basic import ReachPolicy
 from suites.fake import FakeEnv, fake_suite
 
 

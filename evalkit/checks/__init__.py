@@ -1,0 +1,1 @@
+"""Checks of an install: simulator drift (doctor)."""

@@ -1,0 +1,1 @@
+"""The contracts at the centre: types, the policy and suite protocols, protocol presets, the registry, settings, execution modes and action/image conventions. Imports nothing else of the project and no torch."""

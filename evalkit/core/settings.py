@@ -1,0 +1,342 @@
+"""Run settings and policy arguments, checked once, before anything is built or written.
+
+A bad value must stop the run with a message naming the setting, not end every episode as
+`error` or silently mean something else (issue 12, item 7: `seed: 1.5`, `workers: 0`,
+`video: "no"`, `--tasks 0,0`, `--mode ensemble:nan`, an `--out` that names a file, ...).
+
+Policy (and world-model) arguments arrive as strings from `--policy-arg KEY=VALUE` and as YAML
+scalars from a config; `coerce_policy_args` turns them into what the constructor's signature and
+annotations ask for (item 8: `respect_mask=false` must be False, not the truthy string "false").
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import math
+import numbers
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Optional
+
+TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+# Arguments that count steps or tokens: 0 or less makes every episode `invalid_action` (an empty chunk).
+POSITIVE_ARGUMENTS = ("chunk_size", "time_horizon", "flow_steps", "max_new_tokens")
+# Smallest allowed value of each integer run setting (all but seed, workers and image_size may be None).
+RUN_INTEGERS = {"seed": 0, "workers": 1, "image_size": 1, "max_steps": 1, "wait_steps": 0, "episodes_per_task": 1}
+RUN_BOOLS = ("video", "render_all")
+RUN_STRINGS = ("policy", "mode", "preset", "budget_unit", "success_rule", "assets")
+RUN_NUMBERS = ("query_timeout_s", "episode_timeout_s")  # finite; <= 0 turns the limit off
+
+
+class SettingError(ValueError):
+    """A run setting or policy argument that does not fit; the message names it and what fits."""
+
+
+# -- run settings ------------------------------------------------------------------------------
+
+def validate_run_config(config) -> None:
+    """Types and ranges of every RunConfig field; cheap (no simulator, no disk), so RunConfig runs
+    it on construction and a sweep refuses a bad point before its first run."""
+    for key, low in RUN_INTEGERS.items():
+        _check_int(key, getattr(config, key), low, optional=key not in ("seed", "workers", "image_size"))
+    for key in RUN_BOOLS:
+        value = getattr(config, key)
+        if not isinstance(value, bool):
+            raise _bad(key, value, "true or false (an unquoted YAML boolean; quoted 'no' is a string)")
+    for key in RUN_NUMBERS:
+        value = getattr(config, key, 0.0)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise _bad(key, value, "a finite number of seconds (0 or less: no limit)")
+    for key in RUN_STRINGS:
+        value = getattr(config, key)
+        if not (value is None and key not in ("policy", "mode")) and not (isinstance(value, str) and value):
+            raise _bad(key, value, "a non-empty string")
+    if config.out is not None and not (isinstance(config.out, (str, os.PathLike)) and str(config.out)):
+        raise _bad("out", config.out, "a directory path")
+    _check_suites(config.suites)
+    _check_policy_args(config.policy_args)
+    _check_tasks(config.tasks)
+    _check_mode(config.mode)
+    if config.preset is not None:
+        config.protocol()  # an unknown preset, or override values it refuses, named by Protocol.validate
+
+
+def check_run(config) -> None:
+    """Everything `validate_run_config` checks, plus what needs the suites and the disk: task ids
+    and episode counts within each suite, and a run directory that can be created and written.
+    `evalkit run` calls it before it builds the policy or creates the directory."""
+    from evalkit.core import registry
+
+    validate_run_config(config)
+    # the policy's arguments too (its module is imported, nothing is built): chunk_size=0 is refused here
+    coerce_policy_args(registry.load("policy", config.policy), config.policy_args, f"policy {config.policy!r}")
+    for name in config.suites:
+        suite = registry.make_suite(name)
+        wrong = [t for t in config.tasks or () if t >= len(suite.tasks)]
+        if wrong:
+            raise SettingError(f"run setting 'tasks': {name} has tasks 0..{len(suite.tasks) - 1}; got {wrong}")
+        if (config.episodes_per_task or 0) > suite.episodes_per_task:
+            raise SettingError(f"run setting 'episodes_per_task': {name} has {suite.episodes_per_task} init states "
+                               f"per task; got {config.episodes_per_task}")
+    check_out_dir(config.out_dir(), "out")
+
+
+def check_out_dir(path: Path, key: str = "out") -> None:
+    """A directory we can create or write into; says plainly what is wrong before anything is made."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise SettingError(f"--{key} {path} is an existing file, not a directory; name a directory for the run")
+    _check_creatable(path, key, "directory")
+
+
+def check_out_file(path: Path, key: str = "out") -> None:
+    """A file we can write: not a directory, under a writable directory (missing folders are made)."""
+    path = Path(path)
+    if path.is_dir():
+        raise SettingError(f"--{key} {path} is a directory; name the file to write")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise SettingError(f"--{key} {path} exists and is not writable")
+    _check_creatable(path.parent, key, "file", shown=path)
+
+
+def _check_creatable(folder: Path, key: str, what: str, shown: Optional[Path] = None) -> None:
+    """The first existing ancestor of `folder` (or itself) is a directory we may write into."""
+    shown = shown or folder
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SettingError(f"--{key} {shown}: {existing} is a file, so the {what} cannot be created there")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        where = "is not writable" if existing == shown else f"cannot be created: {existing} is not writable"
+        raise SettingError(f"--{key} {shown} {where}; choose another path or fix its permissions")
+
+
+def parse_tasks(value) -> Optional[list[int]]:
+    """`--tasks 0,2` or YAML `tasks: [0, 2]` / `tasks: "0,2"` / `tasks: 3` -> [0, 2]."""
+    if value is None or isinstance(value, list):
+        return value
+    if isinstance(value, (tuple, range)):
+        return list(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [value]
+    if isinstance(value, str):
+        try:
+            return [int(t) for t in value.split(",") if t.strip()]
+        except ValueError:
+            raise _bad("tasks", value, "task ids separated by commas (e.g. 0,2,5)") from None
+    raise _bad("tasks", value, "a list of task ids (e.g. [0, 2]) or a comma-separated string")
+
+
+def _check_int(key: str, value, low: int, optional: bool) -> None:
+    if value is None and optional:
+        return
+    if not _is_int(value) or value < low:
+        raise _bad(key, value, f"an integer >= {low}")
+
+
+def _check_suites(suites) -> None:
+    from evalkit.core import registry
+
+    if not isinstance(suites, (list, tuple)) or not suites or not all(isinstance(s, str) and s for s in suites):
+        raise _bad("suites", suites, "a list of suite names (or one comma-separated string)")
+    _refuse_duplicates("suites", suites)
+    for name in suites:
+        registry.target("suite", name)  # unknown names: the registry suggests the closest
+
+
+def _check_policy_args(args) -> None:
+    if not isinstance(args, dict) or not all(isinstance(k, str) and k for k in args):
+        raise _bad("policy_args", args, "a mapping of argument names to values (e.g. {chunk_size: 5})")
+
+
+def _check_tasks(tasks) -> None:
+    if tasks is None:
+        return
+    if not isinstance(tasks, (list, tuple)) or not tasks or not all(_is_int(t) and t >= 0 for t in tasks):
+        raise _bad("tasks", tasks, "a non-empty list of task ids >= 0 (leave it out for all tasks)")
+    _refuse_duplicates("tasks", tasks)
+
+
+def _check_mode(mode: str) -> None:
+    from evalkit.core.execution import REFERENCE_MODE, parse_mode
+
+    if mode != REFERENCE_MODE:
+        try:
+            parse_mode(mode)
+        except ValueError as exc:
+            raise SettingError(f"run setting 'mode': {exc}") from None
+
+
+def _refuse_duplicates(key: str, values) -> None:
+    repeated = sorted({v for v in values if list(values).count(v) > 1})
+    if repeated:  # the same episode twice would be stored twice (a database constraint fails mid-run)
+        raise SettingError(f"run setting {key!r} repeats {', '.join(map(str, repeated))}; name each once")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _bad(key: str, value, expected: str) -> SettingError:
+    return SettingError(f"run setting {key!r} must be {expected}; got {value!r} ({type(value).__name__})")
+
+
+# -- policy arguments --------------------------------------------------------------------------
+
+def coerce_policy_args(factory, args: Optional[dict], owner: str = "policy") -> dict:
+    """`args` converted to the types `factory`'s signature asks for (annotations, else the default's
+    type); unknown names are refused with the accepted ones, unless the factory takes **kwargs."""
+    args = dict(args or {})
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no introspectable signature: pass the arguments as given
+        return args
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    named = {k: p for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    forwarded = getattr(factory, "forwards_kwargs_to", None)  # a wrapper passing **kwargs on (NORA-LONG)
+    if forwarded is not None:
+        rest = {k: v for k, v in args.items() if k not in named}
+        return {**_coerce_named(factory, named, args, owner), **coerce_policy_args(forwarded, rest, owner)}
+    unknown = [k for k in args if k not in named]
+    if unknown and not takes_any:
+        raise SettingError(_unknown_argument(owner, unknown[0], named))
+    # the factory checks its own **kwargs (e.g. the oracle's tuning)
+    return {**{k: args[k] for k in unknown}, **_coerce_named(factory, named, args, owner)}
+
+
+def _coerce_named(factory, named: dict, args: dict, owner: str) -> dict:
+    hints = _type_hints(factory)
+    out = {}
+    for key, value in args.items():
+        if key not in named:
+            continue
+        expected = hints.get(key, _type_of_default(named[key].default))
+        out[key] = coerce_value(value, expected, f"{owner} argument {key!r}")
+        if key in POSITIVE_ARGUMENTS and _is_int(out[key]) and out[key] < 1:
+            raise SettingError(f"{owner} argument {key!r} must be >= 1 (it counts steps or tokens); got {out[key]}")
+    return out
+
+
+def coerce_value(value, expected, what: str) -> Any:
+    """One value to the `expected` type; a string from the command line is parsed, a YAML value of the
+    right type kept. None passes through (a YAML null means "the default behaviour")."""
+    if value is None or expected in (None, Any, inspect.Parameter.empty):
+        return value
+    origin = typing.get_origin(expected)
+    if origin in (typing.Union, getattr(types, "UnionType", typing.Union)):
+        return _coerce_union(value, typing.get_args(expected), what)
+    if origin is typing.Literal:
+        return _coerce_literal(value, typing.get_args(expected), what)
+    if origin in (list, tuple) or expected in (list, tuple):
+        return _coerce_sequence(value, expected, what)
+    converter = _CONVERTERS.get(expected)
+    if converter is None:
+        return value  # a type we do not parse (a callable, a mapping): the constructor checks it
+    try:
+        return converter(value)
+    except (TypeError, ValueError):
+        raise SettingError(f"{what} must be {_DESCRIPTIONS[expected]}; got {value!r}") from None
+
+
+def _to_bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if _is_int(value) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in TRUE_WORDS + FALSE_WORDS:
+        return value.strip().lower() in TRUE_WORDS
+    raise ValueError(value)
+
+
+def _to_int(value) -> int:
+    if _is_int(value):
+        return int(value)
+    if isinstance(value, str):
+        return int(value.strip())
+    raise TypeError(value)
+
+
+def _to_float(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+        raise TypeError(value)
+    number = float(value)
+    if not math.isfinite(number):  # a NaN scale or gain would reach the simulator as NaN actions
+        raise ValueError(value)
+    return number
+
+
+def _to_str(value) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, numbers.Real, os.PathLike)):
+        raise TypeError(value)
+    return str(value)  # YAML reads `unnorm_key: 2024` as a number
+
+
+def _to_path(value) -> Path:
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(value)
+    return Path(value)
+
+
+_CONVERTERS = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str, Path: _to_path}
+_DESCRIPTIONS = {bool: "true or false (also yes/no, 1/0)", int: "an integer", float: "a finite number",
+                 str: "a string", Path: "a path"}
+
+
+def _coerce_union(value, members: tuple, what: str):
+    kinds = [m for m in members if m is not type(None)]
+    optional = type(None) in members
+    if optional and isinstance(value, str) and value.strip().lower() in ("none", "null") \
+            and not any(k in (str, Path) for k in kinds):
+        return None  # `--policy-arg max_new_tokens=none`; a string argument keeps the word
+    for kind in kinds:
+        try:
+            return coerce_value(value, kind, what)
+        except SettingError:
+            continue
+    described = [_DESCRIPTIONS.get(k, getattr(k, "__name__", str(k))) for k in kinds] + (["none"] if optional else [])
+    raise SettingError(f"{what} must be {' or '.join(described)}; got {value!r}")
+
+
+def _coerce_literal(value, choices: tuple, what: str):
+    for choice in choices:
+        if value == choice or (isinstance(value, str) and not isinstance(choice, str) and value == str(choice)):
+            return choice
+    raise SettingError(f"{what} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+
+
+def _coerce_sequence(value, expected, what: str):
+    """A comma list from the command line (`cameras=a,b`) or a YAML list, element by element."""
+    container = typing.get_origin(expected) or expected
+    inner = typing.get_args(expected)
+    item = inner[0] if inner else None
+    items = [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)):
+        raise SettingError(f"{what} must be a list (comma-separated on the command line); got {value!r}")
+    return container(coerce_value(v, item, f"{what}[{i}]") for i, v in enumerate(items))
+
+
+def _type_hints(factory) -> dict:
+    """Resolved annotations of the constructor (class) or function; {} when they do not resolve."""
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    try:
+        return typing.get_type_hints(target)
+    except Exception:  # noqa: BLE001 - an annotation naming a name only importable for type checkers
+        return {}
+
+
+def _type_of_default(default):
+    """Unannotated argument: the type of its default, where that is one we parse."""
+    if default is inspect.Parameter.empty or default is None:
+        return None
+    return type(default) if type(default) in _CONVERTERS else None
+
+
+def _unknown_argument(owner: str, key: str, named: dict) -> str:
+    close = difflib.get_close_matches(key, named, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    accepted = ", ".join(named) or "none"
+    return f"{owner} has no argument {key!r}{hint}; it accepts: {accepted}"

@@ -1,0 +1,1 @@
+"""Results: the per-episode store, success-rate reports and paired comparisons."""

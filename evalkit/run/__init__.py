@@ -1,0 +1,1 @@
+"""Running episodes: the episode loop, worker processes, the supervisor, the run driver, sweeps and videos."""

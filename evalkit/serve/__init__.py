@@ -1,0 +1,1 @@
+"""Serving a policy over openpi's websocket wire format."""

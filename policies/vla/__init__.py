@@ -1,0 +1,1 @@
+"""Other VLA adapters: OpenVLA, SpatialVLA, pi0."""

@@ -1,0 +1,1 @@
+"""Policies that need no checkpoint: zero, random, replay, scripted reach, the privileged oracle."""
