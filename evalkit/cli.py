@@ -17,7 +17,7 @@ SUPERVISE = True
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    from evalkit.run.driver import RunInterrupted
+    from evalkit.run.supervisor import RunInterrupted
 
     try:
         return args.handler(args)
@@ -57,7 +57,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int)
     run.add_argument("--workers", "-w", type=int, help="simulator processes (default 1)")
     run.add_argument("--out", help="run directory (default runs/<suite>__<policy>__<mode>__<preset>)")
-    run.add_argument("--video", action="store_true", default=None, help="save an mp4 per episode")
+    run.add_argument("--shard", metavar="I/N",
+                     help="run only shard I (0-based) of N: episodes I, I+N, I+2N, ... of the run, into their own "
+                          "directory (default out gets __shard-I-of-N); combine the shards with `evalkit merge`")
+    run.add_argument("--video", nargs="?", const="all", default=None, metavar="all|failures|successes|N",
+                     help="save an mp4 per episode: all (a bare --video), failures, successes, or N: the first N "
+                          "init states of each task")
+    run.add_argument("--log", choices=["wandb", "trackio"],
+                     help="also log the finished run to an experiment tracker (extra 'track'): config, rates, "
+                          "report table, a few failure videos")
+    run.add_argument("--log-project", default="evalkit", help="the tracker's project name (default evalkit)")
     run.add_argument("--render-all", action="store_true", default=None,
                      help="render both cameras every step like a bare loop (slower; same outcomes)")
     run.add_argument("--assets", help="LIBERO assets folder or libero-assets.tar.gz")
@@ -68,6 +77,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--retry-errors", action="store_true",
                      help="run episodes stored as error or timeout again (lost to an outage, say); the old "
                           "results are kept in the store's `retried` table")
+    ray = run.add_argument_group("Ray backend (evalkit/run/ray_backend.py; pip install 'evalkit[ray]')")
+    ray.add_argument("--backend", choices=["local", "ray"], help="where episodes run (default local)")
+    ray.add_argument("--ray-address", help="join this Ray cluster ('auto' or HOST:PORT; default: start a local Ray)")
+    ray.add_argument("--ray-sim-cpus", type=float, help="CPUs per simulator actor (default 1); -w sets their number")
+    ray.add_argument("--ray-sim-resources", metavar="NAME=AMOUNT,...",
+                     help="custom resources per simulator actor, to place them on chosen nodes (e.g. sim=1)")
+    ray.add_argument("--ray-policy-gpus", type=float, help="GPUs per policy actor (default 0)")
+    ray.add_argument("--ray-policy-replicas", type=int, help="policy actors (default 1)")
+    ray.add_argument("--ray-max-batch", type=int, help="most queries per act_batch in a policy actor (default 8)")
+    ray.add_argument("--ray-max-wait-ms", type=float, help="how long a batch waits for more queries (default 2)")
+    ray.add_argument("--episode-retries", type=int,
+                     help="times an episode whose simulator actor died is run again (default 2)")
     run.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex"])
     run.add_argument("--no-progress", action="store_true")
     run.set_defaults(handler=_cmd_run)
@@ -79,7 +100,23 @@ def _parser() -> argparse.ArgumentParser:
                         help="SimplerEnv: the reference checkpoint each run directory stands for, in order "
                              "(rt-2-x, rt-1-converged, rt-1-15pct, rt-1-x, rt-1-begin, octo-base, octo-small); "
                              "adds MMRV and Pearson r against their real-robot success rates")
+    report.add_argument("--out-dir", metavar="DIR",
+                        help="also write the tables as CSV and Markdown under DIR/tables/ (a folder per run, and all/ "
+                             "for several), the files `evalkit view --out DIR` writes beside its page")
     report.set_defaults(handler=_cmd_report)
+
+    view = sub.add_parser("view", help="a static HTML site of runs (tables, charts, episodes with videos); "
+                                       "opens from disk, no server or network")
+    view.add_argument("runs", nargs="*", metavar="RUN", help="run directories or `evalkit export` files")
+    view.add_argument("--out", required=True, metavar="SITE_DIR", help="folder for index.html, tables/ and videos/")
+    view.add_argument("--sweep", action="append", default=[], metavar="SWEEP.yaml",
+                      help="add a sweep's table and plot (from its runs, else the table committed beside the file)")
+    view.add_argument("--alpha", type=float, default=0.05, help="as evalkit compare, for the paired differences")
+    view.add_argument("--threshold", type=float, default=0.0, help="as evalkit compare (percentage points)")
+    view.add_argument("--allow-errors", action="store_true", help="as evalkit compare")
+    view.add_argument("--link-videos", action="store_true",
+                      help="relative links to the runs' videos instead of copies (the site then needs the runs)")
+    view.set_defaults(handler=_cmd_view)
 
     sweep = sub.add_parser("sweep", help="run a grid or list of runs (resumable); table and PNG per sweep")
     sweep.add_argument("sweep_file")
@@ -99,6 +136,13 @@ def _parser() -> argparse.ArgumentParser:
                       help="compare even when episodes are stored as error or timeout, counting them as failures "
                            "(by default such runs are not comparable: exit 2)")
     comp.set_defaults(handler=_cmd_compare)
+
+    merge = sub.add_parser("merge", help="combine the shard directories of one run (evalkit run --shard I/N); "
+                                         "exit 0 complete, 1 written with episodes missing (listed), 2 refused")
+    merge.add_argument("shard_dirs", nargs="+", metavar="DIR", help="shard directories of one run")
+    merge.add_argument("--out", required=True, help="run directory to write (new, or holding this run already)")
+    merge.add_argument("--format", default="markdown", choices=["markdown", "csv", "latex"])
+    merge.set_defaults(handler=_cmd_merge)
 
     export = sub.add_parser("export", help="write a run's episodes as JSON lines (a baseline small enough to commit)")
     export.add_argument("run_dir")
@@ -150,6 +194,22 @@ def _parser() -> argparse.ArgumentParser:
     lister = sub.add_parser("list", help="registered suites, policies and protocol presets")
     lister.set_defaults(handler=_cmd_list)
 
+    check = sub.add_parser("check", help="contract checks of a policy or suite (your own adapter too); exit 0 pass, "
+                                         "1 a check failed, 2 bad input")
+    check_kinds = check.add_subparsers(dest="check_kind", required=True)
+    check_policy = check_kinds.add_parser("policy", help="spec, chunk shape/dtype/finite values, determinism, "
+                                                         "act_batch equal to a loop of act")
+    check_policy.add_argument("name", help="a registered policy or module:attr")
+    check_policy.add_argument("--policy-arg", dest="policy_args", action="append", default=[], metavar="KEY=VALUE")
+    check_policy.add_argument("--suite", help="query observations of this suite's env (default: synthetic ones; the "
+                                              "fake suite's for a privileged policy)")
+    check_suite = check_kinds.add_parser("suite", help="episode grid, reset determinism, cameras, step flags")
+    check_suite.add_argument("name", help="a registered suite or module:attr")
+    check_suite.add_argument("--cameras", help="cameras to request, comma-separated (default: the suite's "
+                                               "info['cameras'], else agentview)")
+    check_suite.add_argument("--assets", help="suite assets folder or tarball")
+    check.set_defaults(handler=_cmd_check)
+
     doctor = sub.add_parser("doctor", help="check this install's simulator physics against the pinned reference "
                                            "(settled-state fingerprints) and package versions; exit 1 on drift")
     doctor.add_argument("--suite", dest="suites", help="suites to check, comma-separated (default: every suite "
@@ -166,9 +226,13 @@ def run_config_from_args(args: argparse.Namespace):
     if args.config:
         values.update(_load_yaml(Path(args.config)))
     flags = {k: v for k, v in vars(args).items()
-             if v is not None and k not in ("config", "handler", "command", "format", "no_progress", "retry_errors")}
+             if v is not None and k not in ("config", "handler", "command", "format", "no_progress", "retry_errors",
+                                            "log", "log_project")}
     if "policy_args" in flags:
         values["policy_args"] = {**values.get("policy_args", {}), **_parse_key_values(flags.pop("policy_args"))}
+    if "ray_sim_resources" in flags:
+        flags["ray_sim_resources"] = {k: _amount(k, v) for k, v in _parse_key_values(
+            flags.pop("ray_sim_resources").split(","), "--ray-sim-resources").items()}
     # --tasks stays a string: RunConfig.from_dict parses it and names a bad or repeated id
     values.update(flags)
     return RunConfig.from_dict(values)
@@ -187,14 +251,21 @@ def _load_yaml(path: Path) -> dict:
     return data
 
 
-def _parse_key_values(items: list[str]) -> dict:
+def _parse_key_values(items: list[str], flag: str = "--policy-arg") -> dict:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ValueError(f"--policy-arg expects KEY=VALUE, got {item!r}")
+            raise ValueError(f"{flag} expects KEY=VALUE, got {item!r}")
         out[key] = value
     return out
+
+
+def _amount(key: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"--ray-sim-resources: {key}={value!r} is not a number") from None
 
 
 def _cmd_run(args) -> int:
@@ -204,12 +275,32 @@ def _cmd_run(args) -> int:
     out = execute(config, progress=not args.no_progress, retry_errors=args.retry_errors, supervise=SUPERVISE)
     print(report_runs([out], args.format))
     print(f"results: {out}")
+    if args.log:  # the tracker is imported only here (extra "track")
+        from evalkit.results.tracking import log_run
+
+        print(f"logged to {args.log}: {log_run(args.log, out, project=args.log_project)}")
     return 0
 
 
 def _cmd_report(args) -> int:
     sim2real = [a.strip() for a in args.sim2real.split(",") if a.strip()] if args.sim2real else []
     print(report_runs(args.run_dirs, args.format, sim2real=sim2real))
+    if args.out_dir:
+        from evalkit.results.report import write_tables
+
+        written = write_tables(args.run_dirs, args.out_dir, sim2real=sim2real)
+        print(f"tables: {len(written)} files under {Path(args.out_dir) / 'tables'}", file=sys.stderr)
+    return 0
+
+
+def _cmd_view(args) -> int:
+    import time
+
+    from evalkit.results.view import build_site
+
+    start = time.perf_counter()
+    page = build_site(args.runs, args.out, args.sweep, args.alpha, args.threshold, args.allow_errors, args.link_videos)
+    print(f"site: {page} ({time.perf_counter() - start:.2f} s); open it in a browser, no server needed")
     return 0
 
 
@@ -248,6 +339,18 @@ def _cmd_compare(args) -> int:
     if args.out:
         Path(args.out).write_text(report)
     return code
+
+
+def _cmd_merge(args) -> int:
+    """Exit 0: every episode of the run is in OUT; 1: OUT written, episodes missing (listed); 2: refused
+    (shards of different runs, simulators or splits; conflicting duplicates; OUT holds another run)."""
+    from evalkit.results.merge import merge_runs
+    from evalkit.run.driver import git_revision
+
+    merged = merge_runs(args.shard_dirs, args.out, provenance={"git": git_revision()})
+    print(report_runs([merged.out], args.format))
+    print(merged.text())
+    return 0 if merged.complete else 1
 
 
 def _cmd_export(args) -> int:
@@ -292,12 +395,37 @@ def _cmd_doctor(args) -> int:
 
 
 def _cmd_list(args) -> int:
-    for kind, title in (("suite", "suites"), ("policy", "policies"), ("preset", "protocol presets"),
-                        ("world_model", "world models (evalkit pairs)")):
+    """Every name with one line about it, aligned on the longest name; a name that is not built in
+    (an installed package's entry point) says where it comes from."""
+    sections = [(kind, title, registry.names(kind)) for kind, title in (
+        ("suite", "suites"), ("policy", "policies"), ("preset", "protocol presets"),
+        ("world_model", "world models (evalkit pairs)"))]
+    width = max(len(name) for _, _, names in sections for name in names)
+    for kind, title, names in sections:
         print(f"{title}:")
-        for name in registry.names(kind):
-            print(f"  {name:18s} {registry.target(kind, name)}")
+        for name in names:
+            origin = registry.origin_of(kind, name)
+            where = "" if origin == "built in" else f"  [{origin}]"
+            print(f"  {name:{width}s}  {registry.describe(kind, name)}{where}")
     return 0
+
+
+def _cmd_check(args) -> int:
+    """Exit 0 when every check passes (skipped ones too), 1 when one fails, 2 for bad input (an
+    unknown name or argument)."""
+    from evalkit.checks.contracts import check_policy, check_suite, failed, format_findings
+
+    try:
+        if args.check_kind == "policy":
+            findings = check_policy(args.name, _parse_key_values(args.policy_args), args.suite)
+        else:
+            cameras = tuple(c for c in (args.cameras or "").split(",") if c) or None
+            findings = check_suite(args.name, cameras, args.assets)
+    except (registry.UnknownNameError, ValueError) as exc:
+        print(f"evalkit check: error: {exc}", file=sys.stderr)
+        return 2
+    print(format_findings(f"evalkit check {args.check_kind} {args.name}", findings))
+    return 1 if failed(findings) else 0
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from evalkit.core.suite import EnvOptions, Suite, TaskInfo
+from evalkit.core.suite import EnvOptions, Suite, SuiteEnvBase, TaskInfo
 from evalkit.core.types import EpisodeSpec, Observation
 
 TARGETS = [(0.5, 0.5), (-0.5, 0.5), (0.5, -0.5), (-0.5, -0.5)]
@@ -20,7 +20,7 @@ SUCCESS_RADIUS = 0.05
 SETTLE_SHIFT = 0.0  # tests change it to stand for a simulator whose physics drifted
 
 
-class FakeEnv:
+class FakeEnv(SuiteEnvBase):
     def __init__(self, suite_name: str, options: EnvOptions, fail_on_task: int = -1):
         self.options = options
         self.fail_on_task = fail_on_task

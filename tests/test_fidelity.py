@@ -24,11 +24,12 @@ from evalkit.core.suite import EnvOptions, Suite, TaskInfo
 from evalkit.core.types import EpisodeSpec, PolicySpec
 from policies.weightfree.basic import ZeroPolicy
 from suites import fake
+from evalkit.core.suite import SuiteEnvBase
 
 EPISODE = EpisodeSpec("scripted", 0, "t", "do it", 0, 0, max_steps=60)
 
 
-class ScriptedEnv:
+class ScriptedEnv(SuiteEnvBase):
     """Success flag as a function of the policy step: `success_at` holds the (1-based) steps
     after the wait steps at which the task reads as done. Records every executed action."""
 
@@ -278,15 +279,16 @@ def test_a_v1_store_is_read_and_upgraded_in_place(tmp_path):
     run = fake_run(tmp_path, "run", episodes_per_task=1)
     db = sqlite3.connect(f"{run}/results.sqlite")  # make it look like a v1 store
     db.execute("ALTER TABLE episodes DROP COLUMN settle_fingerprint")
+    db.execute("ALTER TABLE episodes DROP COLUMN params")
     db.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     db.commit()
     db.close()
     with ResultStore(run, readonly=True) as store:
-        assert [r.settle_fingerprint for r in store.results()] == [""] * 4
+        assert [(r.settle_fingerprint, r.params) for r in store.results()] == [("", {})] * 4
     fake_run(tmp_path, "run", episodes_per_task=2)  # resumes: upgrades, adds the new episodes
     with ResultStore(run, readonly=True) as store:
         results = store.results()
-        assert store.meta("schema_version") == 2
+        assert store.meta("schema_version") == 3
     assert len(results) == 8 and sum(bool(r.settle_fingerprint) for r in results) == 4
 
 
@@ -340,7 +342,7 @@ def test_the_policys_image_path_is_applied_before_each_query_and_recorded(tmp_pa
 
 
 def test_reference_image_paths_resolve_per_robot():
-    from evalkit.run.workers import image_path_for
+    from evalkit.core.images import image_path_for
 
     spec = SeesImages().spec
     assert image_path_for(_libero_like_fake(), spec) == "openvla"

@@ -138,7 +138,7 @@ def test_spatialvla_chunk_and_inputs_come_from_the_processor():
 
 
 def test_spatialvla_holds_the_google_sticky_gripper_10_steps():
-    from evalkit.run.workers import postprocessor_for
+    from evalkit.core.conventions import postprocessor_for
     from evalkit.core.suite import Suite
 
     policy = SpatialVLAPolicy.with_model(FakeSpatialProcessor(), FakeSpatialModel(), unnorm_key="bridge_orig")

@@ -8,7 +8,12 @@ recorded, not re-implemented (slightly differently) in each adapter.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from evalkit.core.types import PolicySpec
 
 
 def libero_gripper(open_prob: np.ndarray) -> np.ndarray:
@@ -156,3 +161,8 @@ class Postprocessor:
         out[3:6] = euler_to_axis_angle(*out[3:6])
         out[6] = widowx_gripper(out[6]) if self.robot == "widowx" else self.sticky(out[6])
         return out
+
+
+def postprocessor_for(suite, spec: PolicySpec) -> Postprocessor:
+    """The action postprocessor for a policy's convention on a suite's robot."""
+    return Postprocessor(suite.robot, spec.action_convention, spec.sticky_gripper_repeats, spec.sticky_gripper_variant)

@@ -15,13 +15,27 @@ The wrapper also tells the runner whether the next step needs a fresh observatio
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
+from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
 
 from evalkit.core.policy import Policy
-from evalkit.core.types import Observation
+from evalkit.core.types import Observation, Undecodable, validate_chunk
+
+
+class InvalidAction(Exception):
+    """The policy answered with something that is not a valid chunk for its spec."""
+
+
+@dataclass
+class QueryRecord:
+    """What one query cost and returned, for the episode's tallies."""
+
+    seconds: float
+    undecodable: bool
 
 
 class ChunkedPolicy:
@@ -48,10 +62,22 @@ class ChunkedPolicy:
     def pop_action(self) -> np.ndarray:
         return self._queue.popleft()
 
+    def query(self, obs: Observation, instruction: str) -> QueryRecord:
+        """The one chunk step: ask the policy, time it, validate its chunk against the spec and
+        queue it as the mode says. Raises InvalidAction for an answer that is not a valid chunk."""
+        start = time.perf_counter()
+        raw = self.policy.act(obs, instruction)
+        record = QueryRecord(time.perf_counter() - start, isinstance(raw, Undecodable))
+        chunk, problem = validate_chunk(raw, self.spec)
+        if chunk is None:
+            raise InvalidAction(problem)
+        self.add_chunk(chunk)
+        return record
+
     def act(self, obs: Observation, instruction: str) -> np.ndarray:
         """One env action; queries the wrapped policy when the mode asks for it."""
         if self.needs_query:
-            self.add_chunk(self.policy.act(obs, instruction))
+            self.query(obs, instruction)
         return self.pop_action()
 
     def describe(self) -> str:
@@ -136,6 +162,15 @@ def parse_mode(mode: str) -> tuple[str, Optional[float]]:
         f"unknown execution mode {mode!r}; use 'open_loop', 'receding:K' (K an integer) "
         f"or 'ensemble:TEMP' (e.g. ensemble:-0.8)"
     )
+
+
+def normalize_mode(mode: str) -> str:
+    """The one spelling of a mode, used in run identities, records and folder names:
+    `ensemble` and `ensemble:-0.80` are both `ensemble:-0.8`; `reference` stays as it is."""
+    if mode == REFERENCE_MODE:
+        return mode
+    name, arg = parse_mode(mode)
+    return name if arg is None else f"{name}:{arg:g}" if name == "ensemble" else f"{name}:{arg}"
 
 
 def _receding_k(mode: str, arg: str) -> int:

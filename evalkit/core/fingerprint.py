@@ -55,5 +55,5 @@ def max_pose_difference(a: Mapping[str, list], b: Mapping[str, list]) -> Optiona
 
 def settle_fingerprint(env) -> str:
     """The fingerprint of an env's current state, or "" when its suite offers none."""
-    settled = getattr(env, "settled_state", None)
-    return state_fingerprint(settled()) if settled is not None else ""
+    settled = env.settled_state()
+    return state_fingerprint(settled) if settled else ""

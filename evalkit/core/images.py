@@ -21,12 +21,17 @@ are imported only by the paths that call them.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import functools
 import hashlib
 import math
 from typing import Callable, Union
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from evalkit.core.types import PolicySpec
 
 Size = Union[int, tuple]  # 224 or (height, width)
 
@@ -520,3 +525,24 @@ def frame_digest(image: np.ndarray) -> str:
     """sha256 of an image's shape and bytes (golden files record their inputs this way)."""
     image = np.ascontiguousarray(image)
     return hashlib.sha256(repr(image.shape).encode() + image.tobytes()).hexdigest()
+
+
+def image_path_for(suite, spec: PolicySpec) -> str:
+    """The named image path for a policy on a suite's robot (see PolicySpec.image_path)."""
+    if spec.image_path != "reference":
+        return spec.image_path
+    paths = dict(spec.image_paths)
+    return paths.get(suite.robot, paths.get("*", "none"))
+
+
+class ImagePreparer:
+    """Applies a named image path (evalkit.core.images) to every camera frame of an observation."""
+
+    def __init__(self, path: str, size: int):
+        if path not in IMAGE_PATHS:
+            raise ValueError(f"unknown image path {path!r}; known: {', '.join(sorted(IMAGE_PATHS))}")
+        self.path, self.size, self.function = path, size, IMAGE_PATHS[path]
+
+    def __call__(self, obs) -> None:
+        if self.path != "none":
+            obs.images = {camera: self.function(image, self.size) for camera, image in obs.images.items()}

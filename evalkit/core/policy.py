@@ -21,6 +21,10 @@ class Policy(Protocol):
         """Return an action chunk of shape (N, action_dim)."""
 
 
+class QueryTimeout(TimeoutError):
+    """A query got no answer within its time limit; its episode ends as `timeout`."""
+
+
 class QueryError(RuntimeError):
     """The policy raised on one query (message: the traceback); only that query's episode fails."""
 

@@ -16,6 +16,7 @@ import inspect
 import math
 import numbers
 import os
+import re
 import types
 import typing
 from pathlib import Path
@@ -25,10 +26,15 @@ TRUE_WORDS, FALSE_WORDS = ("true", "yes", "on", "1"), ("false", "no", "off", "0"
 # Arguments that count steps or tokens: 0 or less makes every episode `invalid_action` (an empty chunk).
 POSITIVE_ARGUMENTS = ("chunk_size", "time_horizon", "flow_steps", "max_new_tokens")
 # Smallest allowed value of each integer run setting (all but seed, workers and image_size may be None).
-RUN_INTEGERS = {"seed": 0, "workers": 1, "image_size": 1, "max_steps": 1, "wait_steps": 0, "episodes_per_task": 1}
-RUN_BOOLS = ("video", "render_all")
+RUN_INTEGERS = {"seed": 0, "workers": 1, "image_size": 1, "max_steps": 1, "wait_steps": 0, "episodes_per_task": 1,
+                "ray_policy_replicas": 1, "ray_max_batch": 1, "episode_retries": 0}
+REQUIRED_INTEGERS = ("seed", "workers", "image_size", "ray_policy_replicas", "ray_max_batch", "episode_retries")
+BACKENDS = ("local", "ray")
+RUN_BOOLS = ("render_all",)
+VIDEO_CHOICES = ("all", "failures", "successes")  # `video`: also true (all), false (none) or N per task
 RUN_STRINGS = ("policy", "mode", "preset", "budget_unit", "success_rule", "assets")
 RUN_NUMBERS = ("query_timeout_s", "episode_timeout_s")  # finite; <= 0 turns the limit off
+RUN_AMOUNTS = ("ray_sim_cpus", "ray_policy_gpus", "ray_max_wait_ms")  # finite, >= 0
 
 
 class SettingError(ValueError):
@@ -41,7 +47,8 @@ def validate_run_config(config) -> None:
     """Types and ranges of every RunConfig field; cheap (no simulator, no disk), so RunConfig runs
     it on construction and a sweep refuses a bad point before its first run."""
     for key, low in RUN_INTEGERS.items():
-        _check_int(key, getattr(config, key), low, optional=key not in ("seed", "workers", "image_size"))
+        _check_int(key, getattr(config, key), low, optional=key not in REQUIRED_INTEGERS)
+    normalize_video(config.video)
     for key in RUN_BOOLS:
         value = getattr(config, key)
         if not isinstance(value, bool):
@@ -50,6 +57,11 @@ def validate_run_config(config) -> None:
         value = getattr(config, key, 0.0)
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
             raise _bad(key, value, "a finite number of seconds (0 or less: no limit)")
+    for key in RUN_AMOUNTS:
+        value = getattr(config, key)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+            raise _bad(key, value, "a finite number >= 0")
+    _check_backend(config)
     for key in RUN_STRINGS:
         value = getattr(config, key)
         if not (value is None and key not in ("policy", "mode")) and not (isinstance(value, str) and value):
@@ -60,8 +72,21 @@ def validate_run_config(config) -> None:
     _check_policy_args(config.policy_args)
     _check_tasks(config.tasks)
     _check_mode(config.mode)
+    parse_shard(getattr(config, "shard", None))
     if config.preset is not None:
         config.protocol()  # an unknown preset, or override values it refuses, named by Protocol.validate
+
+
+def _check_backend(config) -> None:
+    if config.backend not in BACKENDS:
+        raise _bad("backend", config.backend, " or ".join(repr(b) for b in BACKENDS))
+    if config.ray_address is not None and not (isinstance(config.ray_address, str) and config.ray_address):
+        raise _bad("ray_address", config.ray_address, "'auto' or HOST:PORT of a running Ray cluster")
+    resources = config.ray_sim_resources
+    if not isinstance(resources, dict) or not all(
+            isinstance(k, str) and isinstance(v, numbers.Real) and not isinstance(v, bool) and v > 0
+            for k, v in resources.items()):
+        raise _bad("ray_sim_resources", resources, "a mapping of resource name to a positive amount, e.g. {sim: 1}")
 
 
 def check_run(config) -> None:
@@ -131,6 +156,21 @@ def parse_tasks(value) -> Optional[list[int]]:
     raise _bad("tasks", value, "a list of task ids (e.g. [0, 2]) or a comma-separated string")
 
 
+def normalize_video(value):
+    """`video`: false (none), true or "all", "failures", "successes", or N (the first N init states of each
+    task) -> False, one of VIDEO_CHOICES, or an int >= 1. `--video 3` arrives as the string "3"."""
+    if isinstance(value, bool):
+        return "all" if value else False
+    if isinstance(value, str) and value.strip().lower() in VIDEO_CHOICES:
+        return value.strip().lower()
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if _is_int(value) and value >= 1:
+        return int(value)
+    raise _bad("video", value, "true or false (an unquoted YAML boolean; quoted 'no' is a string), all, failures, "
+                               "successes, or N >= 1 (videos of the first N init states of each task)")
+
+
 def _check_int(key: str, value, low: int, optional: bool) -> None:
     if value is None and optional:
         return
@@ -159,6 +199,16 @@ def _check_tasks(tasks) -> None:
     if not isinstance(tasks, (list, tuple)) or not tasks or not all(_is_int(t) and t >= 0 for t in tasks):
         raise _bad("tasks", tasks, "a non-empty list of task ids >= 0 (leave it out for all tasks)")
     _refuse_duplicates("tasks", tasks)
+
+
+def parse_shard(value) -> Optional[tuple[int, int]]:
+    """`--shard I/N` (YAML `shard: I/N`): shard I (0-based) of N -> (I, N); None (no sharding) -> None."""
+    if value is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", value) if isinstance(value, str) else None
+    if match is None or not int(match[1]) < int(match[2]):
+        raise SettingError(f"run setting 'shard': expected I/N with 0 <= I < N, like 0/4 (got {value!r})")
+    return int(match[1]), int(match[2])
 
 
 def _check_mode(mode: str) -> None:

@@ -11,7 +11,7 @@ from typing import Any, Optional, Protocol, Sequence
 
 import numpy as np
 
-from evalkit.core.types import EpisodeSpec, Observation
+from evalkit.core.types import EpisodeResult, EpisodeSpec, Observation
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,39 @@ class SuiteEnv(Protocol):
     def frame(self) -> np.ndarray:
         """Upright agent-view frame of the last step, for video (needs EnvOptions.video)."""
 
+    def settled_state(self) -> dict[str, np.ndarray]:
+        """{body: pose} after the wait steps, fingerprinted to catch simulator drift; {} if none."""
+
+    def episode_stats(self) -> dict:
+        """Suite-specific statistics of the finished episode (SimplerEnv Bridge: partial success); {} if none."""
+
     def close(self) -> None: ...
+
+
+class SuiteEnvBase:
+    """The optional capabilities' defaults: an env that offers no fingerprint or statistics
+    inherits these instead of leaving the runner to probe for methods."""
+
+    def settled_state(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def episode_stats(self) -> dict:
+        return {}
+
+    def close(self) -> None:
+        pass
+
+
+class ReportHook(Protocol):
+    """A suite family's contribution to `evalkit report`, from the stored results alone."""
+
+    options: tuple  # report options it understands (e.g. "sim2real")
+
+    def notes(self, run_dir, suites_meta: dict, results: Sequence[EpisodeResult]) -> list[str]:
+        """Plain-words notes on one run directory (recorded deviations, coverage)."""
+
+    def sections(self, runs: Sequence[tuple], options: dict) -> list[tuple]:
+        """Extra tables over all runs ((label, results) each): [(title, (headers, rows))]."""
 
 
 @dataclass
@@ -73,6 +105,9 @@ class Suite:
     # Committed reference fingerprints of the settled states (evalkit.core.fingerprint), made with the
     # pinned simulator versions; None when the suite has none.
     fingerprint_file: Optional[str] = None
+    # "module:attr" of a ReportHook: the suite's own tables and notes in `evalkit report` (SimplerEnv's
+    # official aggregation); loaded by name, so the report layer never imports a suite.
+    report_hook: Optional[str] = None
 
     def episodes(
         self, task_ids: Optional[Sequence[int]] = None, episodes_per_task: Optional[int] = None, seed: int = 0

@@ -132,6 +132,9 @@ class EpisodeResult:
     settle_fingerprint: str = ""
     # Queries whose output did not decode and were answered as the reference code does (Undecodable).
     undecodable: int = 0
+    # The episode's suite-specific parameters (EpisodeSpec.params: SimplerEnv's grid entry), stored so that a
+    # report never has to re-derive them from today's suite definition.
+    params: dict = field(default_factory=dict)
 
     @property
     def key(self) -> str:

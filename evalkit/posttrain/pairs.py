@@ -232,6 +232,12 @@ class _RecordingEnv:
     def frame(self):
         return self.env.frame()
 
+    def settled_state(self) -> dict:
+        return self.env.settled_state()
+
+    def episode_stats(self) -> dict:
+        return self.env.episode_stats()
+
     def close(self) -> None:
         self.env.close()
 
@@ -258,7 +264,7 @@ def record_rollout(suite_name: str, policy, task: int = 0, init: int = 0, seed: 
     Actions are the policy's (before the suite's action postprocessing); the rollout's key
     (suite/task/init/seed) is the episode's source."""
     from evalkit.core.execution import wrap
-    from evalkit.run.workers import postprocessor_for
+    from evalkit.core.conventions import postprocessor_for
     from evalkit.run.episode import run_episode
     from evalkit.core.suite import EnvOptions
 

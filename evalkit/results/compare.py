@@ -139,13 +139,7 @@ def compare(baseline_dir, candidate_dir, alpha: float = 0.05, threshold_pp: floa
         pairs = pair_runs(baseline_dir, candidate_dir, allow_errors)
     except NotComparable as exc:
         return NOT_COMPARABLE, f"# Not comparable\n\n{baseline_dir} vs {candidate_dir}: {exc}\n"
-    tasks = _group(pairs, lambda r: f"{r.suite} task {r.task_id} ({r.task_name})")
-    suites = _group(pairs, lambda r: r.suite)
-    for group in (tasks, suites):  # tasks are one family of tests, suites another
-        for row, p in zip(group, holm([row.p for row in group])):
-            row.p_adjusted = p
-    regressed = [row for row in tasks + suites
-                 if row.p_adjusted < alpha and row.delta_pp < -threshold_pp]
+    tasks, suites, regressed = paired_rows(pairs, alpha, threshold_pp)
     verdict = (f"**Regression** in {len(regressed)} row(s): " + "; ".join(r.label for r in regressed)
                if regressed else "No significant regression.")
     report = "\n\n".join([
@@ -154,6 +148,22 @@ def compare(baseline_dir, candidate_dir, alpha: float = 0.05, threshold_pp: floa
         "## Per suite", _table(suites), "## Per task", _table(tasks),
     ]) + "\n"
     return (REGRESSION if regressed else NO_REGRESSION), report
+
+
+def paired_rows(pairs, alpha: float = 0.05, threshold_pp: float = 0.0) -> tuple[list[Row], list[Row], list[Row]]:
+    """(task rows, suite rows, the rows flagged as regressions) of paired episodes (`evalkit view` draws them)."""
+    tasks = _group(pairs, task_label)
+    suites = _group(pairs, lambda r: r.suite)
+    for group in (tasks, suites):  # tasks are one family of tests, suites another
+        for row, p in zip(group, holm([row.p for row in group])):
+            row.p_adjusted = p
+    regressed = [row for row in tasks + suites
+                 if row.p_adjusted < alpha and row.delta_pp < -threshold_pp]
+    return tasks, suites, regressed
+
+
+def task_label(result: EpisodeResult) -> str:
+    return f"{result.suite} task {result.task_id} ({result.task_name})"
 
 
 def _group(pairs, key) -> list[Row]:

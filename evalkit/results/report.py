@@ -112,42 +112,136 @@ def render(headers: Sequence[str], rows: Sequence[Sequence[str]], fmt: str = "ma
     raise ValueError(f"unknown table format {fmt!r}; use markdown, csv or latex")
 
 
+def report_sections(results: Sequence[EpisodeResult], families: dict[str, str], extra_sections: Sequence = ()) -> list:
+    """[(title, (headers, rows))]: the tables of a report, whatever renders them (text, files, `evalkit view`)."""
+    sections = [("Per task", task_table(results)), ("Per suite", suite_table(results))]
+    if any(families.get(r.suite) in PAPER_COLUMNS for r in results):
+        sections.append(("Summary (success %)", summary_table(results, families)))
+    return sections + list(extra_sections)  # benchmark-specific tables (SimplerEnv: suites.simpler.report)
+
+
 def full_report(results: Sequence[EpisodeResult], families: dict[str, str], fmt: str = "markdown",
                 notes: Sequence[str] = (), extra_sections: Sequence = ()) -> str:
     if not results:
         return "no finished episodes yet"
-    sections = [("Per task", task_table(results)), ("Per suite", suite_table(results))]
-    if any(families.get(r.suite) in PAPER_COLUMNS for r in results):
-        sections.append(("Summary (success %)", summary_table(results, families)))
-    sections.extend(extra_sections)  # benchmark-specific tables (SimplerEnv: suites.simpler.report)
     parts = []
-    for title, (headers, rows) in sections:
+    for title, (headers, rows) in report_sections(results, families, extra_sections):
         table = render(headers, rows, fmt)
         parts.append(table if fmt == "csv" else f"## {title}\n\n{table}")
     parts.extend(notes)
     return "\n\n".join(parts) + "\n"
 
 
+@dataclass
+class ReportData:
+    """What `evalkit report` prints for some runs, before rendering."""
+
+    results: list
+    families: dict
+    notes: list  # in the printed order: each run's description, then the warnings
+    warnings: list  # undecodable outputs, drifted simulator, suites' recorded deviations (stand-ins, rasterized)
+    extra_sections: list
+
+    def sections(self) -> list:
+        return report_sections(self.results, self.families, self.extra_sections)
+
+
+def collect_report(run_dirs: Sequence, sim2real: Sequence[str] = ()) -> ReportData:
+    """The tables and notes of one or more run directories (or `evalkit export` files)."""
+    from evalkit.results.store import open_run
+
+    results, families, notes, warnings, per_run, stored = [], {}, [], [], [], []
+    for run_dir in run_dirs:
+        with open_run(run_dir) as store:
+            run_results = store.results()
+            results.extend(run_results)
+            families.update({name: info["family"] for name, info in store.meta("suites", {}).items()})
+            run_warnings = [*undecodable_notes(run_dir, run_results),
+                            *drift_notes(run_dir, store.meta("reference_fingerprints", {}), run_results)]
+            notes += [describe_stored_run(run_dir, store), *run_warnings]
+            warnings += run_warnings
+            stored.append((run_dir, store.meta("suites", {}), run_results))
+            per_run.append((Path(run_dir).name, run_results))
+    hooks = report_hooks({r.suite for r in results})
+    options = {"sim2real": tuple(sim2real)} if sim2real else {}
+    unknown = set(options) - {option for hook in hooks for option in hook.options}
+    if unknown:
+        raise ValueError(f"--{' --'.join(sorted(unknown))} needs runs of a suite that reports it (SimplerEnv)")
+    hook_notes = [note for hook in hooks for run_dir, meta, run_results in stored
+                  for note in hook.notes(run_dir, meta, run_results)]
+    sections = [section for hook in hooks for section in hook.sections(per_run, options)]
+    return ReportData(results, families, notes + hook_notes, warnings + hook_notes, sections)
+
+
 def report_runs(run_dirs: Sequence, fmt: str = "markdown", sim2real: Sequence[str] = ()) -> str:
     """The full report of one or more run directories, with each run's protocol spelled out.
 
     sim2real: one SimplerEnv reference checkpoint alias per run directory (MMRV / Pearson r)."""
-    from suites.simpler import report as simpler_report
-    from evalkit.results.store import ResultStore
+    data = collect_report(run_dirs, sim2real)
+    return full_report(data.results, data.families, fmt, notes=[] if fmt == "csv" else data.notes,
+                       extra_sections=data.extra_sections)
 
-    results, families, notes, per_run = [], {}, [], []
-    for run_dir in run_dirs:
-        with ResultStore(run_dir, readonly=True) as store:
-            run_results = store.results()
-            results.extend(run_results)
-            families.update({name: info["family"] for name, info in store.meta("suites", {}).items()})
-            notes.append(describe_stored_run(run_dir, store))
-            notes.extend(undecodable_notes(run_dir, run_results))
-            notes.extend(drift_notes(run_dir, store.meta("reference_fingerprints", {}), run_results))
-            notes.extend(simpler_report.deviation_notes(run_dir, store.meta("suites", {}), run_results))
-            per_run.append((Path(run_dir).name, run_results))
-    sections = simpler_report.simpler_sections(per_run, sim2real)
-    return full_report(results, families, fmt, notes=[] if fmt == "csv" else notes, extra_sections=sections)
+
+def write_tables(run_dirs: Sequence, out_dir, sim2real: Sequence[str] = (), labels: Sequence[str] = ()) -> list[Path]:
+    """The report's tables as CSV and Markdown files under OUT_DIR/tables/: a folder per run (its own
+    `evalkit report RUN`) and, for several runs, `all/` (what `evalkit report RUN...` prints), each with
+    report.md, the full text. `evalkit view` writes the same files beside its page, so the two never disagree."""
+    labels = list(labels) or run_labels(run_dirs)
+    groups = [(label, [run], sim2real if len(run_dirs) == 1 else ()) for label, run in zip(labels, run_dirs)]
+    if len(run_dirs) > 1:
+        groups.append(("all", list(run_dirs), sim2real))
+    written = []
+    for label, runs, aliases in groups:
+        data = collect_report(runs, aliases)
+        folder = Path(out_dir) / "tables" / label
+        folder.mkdir(parents=True, exist_ok=True)
+        for title, (headers, rows) in data.sections() if data.results else []:
+            for fmt, suffix in (("csv", "csv"), ("markdown", "md")):
+                written.append(folder / f"{table_slug(title)}.{suffix}")
+                written[-1].write_text(render(headers, rows, fmt) + "\n")
+        written.append(folder / "report.md")
+        written[-1].write_text(full_report(data.results, data.families, "markdown", data.notes, data.extra_sections))
+    return written
+
+
+def table_slug(title: str) -> str:
+    """'Per task' -> per_task, 'Summary (success %)' -> summary: a table's file name."""
+    import re
+
+    return re.sub(r"[^a-z0-9]+", "_", re.sub(r"\(.*?\)", "", title.lower())).strip("_") or "table"
+
+
+def run_labels(run_dirs: Sequence) -> list[str]:
+    """A short distinct name per run: its directory's name (an export file's stem), numbered when repeated."""
+    import re
+
+    labels: list[str] = []
+    for run in run_dirs:
+        path = Path(run)
+        base = re.sub(r"[^A-Za-z0-9_.=+-]+", "_", path.stem if path.is_file() else path.resolve().name) or "run"
+        label, n = base, 1
+        while label in labels or label == "all":
+            n += 1
+            label = f"{base}-{n}"
+        labels.append(label)
+    return labels
+
+
+def report_hooks(suite_names) -> list:
+    """The report hooks (evalkit.core.suite.ReportHook) of these suites, each once, loaded by name."""
+    import importlib
+
+    from evalkit.core import registry
+
+    targets = []
+    for name in sorted(suite_names):
+        try:
+            target = registry.make_suite(name).report_hook
+        except (registry.UnknownNameError, ImportError, ValueError):  # a suite no longer registered: no hook
+            continue
+        if target and target not in targets:
+            targets.append(target)
+    return [getattr(importlib.import_module(t.partition(":")[0]), t.partition(":")[2]) for t in targets]
 
 
 SUCCESS_CHECKS = {"first": "every step (first success ends the episode)", "chunk_end": "each chunk's last step",
@@ -201,11 +295,21 @@ def _conventions_note(semantics: dict) -> str:
     return "; " + ", ".join(parts) if parts else ""
 
 
+def drifted_tasks(reference: dict, results: Sequence[EpisodeResult]) -> list[str]:
+    """"suite task N" of the episodes whose settled state differs from the reference's ({suite: {key: fingerprint}})."""
+    return sorted({f"{r.suite} task {r.task_id}" for r in results
+                   if r.settle_fingerprint and reference.get(r.suite, {}).get(r.key, r.settle_fingerprint)
+                   != r.settle_fingerprint})
+
+
+def checked_against_reference(reference: dict, results: Sequence[EpisodeResult]) -> int:
+    """How many of these episodes have a reference settled state to be checked against."""
+    return sum(bool(r.settle_fingerprint) and r.key in reference.get(r.suite, {}) for r in results)
+
+
 def drift_notes(run_dir, reference: dict, results: Sequence[EpisodeResult]) -> list[str]:
     """A warning when episodes settled differently from the committed reference (another simulator)."""
-    drifted = sorted({f"{r.suite} task {r.task_id}" for r in results
-                      if r.settle_fingerprint and reference.get(r.suite, {}).get(r.key, r.settle_fingerprint)
-                      != r.settle_fingerprint})
+    drifted = drifted_tasks(reference, results)
     if not drifted:
         return []
     return [f"**DRIFTED SIMULATOR** ({run_dir}): the settled states of {', '.join(drifted)} differ from the pinned "

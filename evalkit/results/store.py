@@ -19,12 +19,13 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
+from evalkit.core.execution import normalize_mode
 from evalkit.core.types import EpisodeResult, EpisodeSpec
 
-# v2 added episodes.settle_fingerprint and episodes.undecodable; v1 stores and exports are read (and v1 stores upgraded
-# in place when written to), the missing values reading as "" and 0.
-SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# v2 added episodes.settle_fingerprint and episodes.undecodable, v3 episodes.params (JSON); older stores and exports
+# are read (and older stores upgraded in place when written to), the missing values reading as "", 0 and {}.
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 DB_NAME = "results.sqlite"
 
 _COLUMNS = {
@@ -43,7 +44,9 @@ _COLUMNS = {
     "video": "TEXT NOT NULL",
     "settle_fingerprint": "TEXT NOT NULL DEFAULT ''",
     "undecodable": "INTEGER NOT NULL DEFAULT 0",
+    "params": "TEXT NOT NULL DEFAULT '{}'",
 }
+_JSON_COLUMNS = ("params",)
 
 
 FAULTS = ("error", "timeout")  # terminations `--retry-errors` runs again: the episode never got a fair run
@@ -165,7 +168,7 @@ class ResultStore:
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             stored = self.meta("identity")
-            if stored is None or "seed" not in stored:
+            if stored is None or "seed" not in stored or _spelled_otherwise(stored.get("mode")):
                 stored = identity if stored is None else self._complete_identity(stored)
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES ('identity', ?)", (json.dumps(stored, sort_keys=True),))
         if stored != identity:
@@ -178,9 +181,14 @@ class ResultStore:
             )
 
     def _complete_identity(self, stored: dict) -> dict:
-        """An identity written before the seed was part of it: take the seed from the sessions' recorded config."""
-        seeds = {s.get("config", {}).get("seed", 0) for s in self.sessions()} or {0}
-        return {**stored, "seed": seeds.pop() if len(seeds) == 1 else sorted(seeds)}
+        """An identity written by an older evalkit: the seed taken from the sessions' recorded config
+        (it was not part of the identity), the mode in its normal spelling."""
+        if "seed" not in stored:
+            seeds = {s.get("config", {}).get("seed", 0) for s in self.sessions()} or {0}
+            stored = {**stored, "seed": seeds.pop() if len(seeds) == 1 else sorted(seeds)}
+        if _spelled_otherwise(stored.get("mode")):
+            stored = {**stored, "mode": normalize_mode(stored["mode"])}
+        return stored
 
     def start_session(self, provenance: dict) -> int:
         with self.db:
@@ -192,6 +200,8 @@ class ResultStore:
     def add(self, result: EpisodeResult) -> None:
         values = [getattr(result, name) for name in _COLUMNS]
         values[list(_COLUMNS).index("success")] = int(result.success)
+        for name in _JSON_COLUMNS:
+            values[list(_COLUMNS).index(name)] = json.dumps(getattr(result, name), sort_keys=True)
         with self.db:  # one transaction per episode
             self.db.execute(
                 f"INSERT INTO episodes (key, {', '.join(_COLUMNS)}, session, finished_at) "
@@ -274,6 +284,13 @@ class ResultStore:
         self.close()
 
 
+def _spelled_otherwise(mode) -> bool:
+    try:
+        return isinstance(mode, str) and normalize_mode(mode) != mode
+    except ValueError:
+        return False
+
+
 def _flatten(values: dict, prefix: str = "") -> dict:
     """{"protocol": {"budget": 30}} -> {"protocol.budget": 30}: a refusal names the setting that differs."""
     out = {}
@@ -298,6 +315,9 @@ def _tuples(value):
 
 def _to_result(row: dict) -> EpisodeResult:
     row["success"] = bool(row["success"])
+    for name in _JSON_COLUMNS:
+        if isinstance(row.get(name), str):
+            row[name] = json.loads(row[name])
     return EpisodeResult(**row)
 
 
@@ -307,7 +327,13 @@ def export_run(run_dir: str | Path, out: str | Path) -> int:
     with ResultStore(run_dir, readonly=True) as store:
         results = store.results()
         meta = {"schema_version": SCHEMA_VERSION, "identity": store.meta("identity"),
-                "semantics": store.meta("semantics"), "suites": store.meta("suites")}
+                "semantics": store.meta("semantics"), "suites": store.meta("suites"),
+                # what `evalkit view` shows beside the numbers: versions and git revision of each session, the
+                # reference fingerprints of these episodes (drift), the policy's recorded settings
+                "sessions": [{k: s.get(k) for k in ("id", "started_at", "versions", "git", "python", "platform")}
+                             for s in store.sessions()],
+                "reference_fingerprints": _own_references(store.meta("reference_fingerprints", {}), results),
+                "policy_spec": store.meta("policy_spec")}
     lines = [json.dumps({"meta": meta}, sort_keys=True)]
     lines += [json.dumps({name: getattr(r, name) for name in ("key", *_COLUMNS)}, sort_keys=True) for r in results]
     Path(out).write_text("\n".join(lines) + "\n")
@@ -325,3 +351,40 @@ def read_export(path: str | Path) -> tuple[dict, list[EpisodeResult]]:
                           f"v{', v'.join(map(str, READABLE_VERSIONS))}")
     rows = [json.loads(line) for line in lines[1:] if line.strip()]
     return meta, [_to_result({k: row[k] for k in _COLUMNS if k in row}) for row in rows]
+
+
+def _own_references(reference: dict, results) -> dict:
+    keys = {r.key for r in results}
+    return {suite: {k: v for k, v in by_key.items() if k in keys} for suite, by_key in reference.items()}
+
+
+class ExportedRun:
+    """An `evalkit export` file read like a read-only store: meta, results and, when exported, sessions."""
+
+    def __init__(self, path: str | Path):
+        self.run_dir = Path(path)
+        self._meta, self._results = read_export(path)
+
+    def meta(self, key: str, default: Any = None) -> Any:
+        value = self._meta.get(key)
+        return default if value is None else value
+
+    def results(self) -> list[EpisodeResult]:
+        return list(self._results)
+
+    def sessions(self) -> list[dict]:
+        return list(self._meta.get("sessions") or [])
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "ExportedRun":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def open_run(path: str | Path):
+    """A run directory's store (read-only) or an `evalkit export` file, read alike."""
+    return ExportedRun(path) if Path(path).is_file() else ResultStore(path, readonly=True)

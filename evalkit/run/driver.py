@@ -13,11 +13,16 @@ from pathlib import Path
 from typing import Optional
 
 from evalkit.core import registry
-from evalkit.core.execution import REFERENCE_MODE, parse_mode
-from evalkit.run.workers import (EpisodeWorker, ImagePreparer, ParallelRunner, WorkerConfig, image_path_for,
-                              postprocessor_for)
+from evalkit.core.execution import REFERENCE_MODE, normalize_mode
+from evalkit.core.conventions import postprocessor_for
+from evalkit.core.images import ImagePreparer, image_path_for
+from evalkit.run.supervisor import RunInterrupted, supervise_run
+from evalkit.run.video import plan_videos
+from evalkit.run.workers import EpisodeWorker, ParallelRunner, WorkerConfig
 from evalkit.core.protocol import Protocol
 from evalkit.run.episode import describe_run
+from evalkit.run.shards import bind_shard, shard_of
+from evalkit.core.settings import parse_shard
 from evalkit.results.store import ResultStore, RunLock
 from evalkit.core.suite import EnvOptions
 from evalkit.core.types import EpisodeResult
@@ -44,7 +49,9 @@ class RunConfig:
     seed: int = 0
     workers: int = 1
     out: Optional[str] = None
-    video: bool = False
+    # Episode videos (evalkit/run/video.py): False, "all" (YAML true), "failures", "successes", or N: the first N
+    # init states of each task. Not part of the identity.
+    video: bool | str | int = False
     render_all: bool = False
     image_size: int = 256
     assets: Optional[str] = None
@@ -52,11 +59,30 @@ class RunConfig:
     # a value <= 0 turns the limit off.
     query_timeout_s: float = 600.0
     episode_timeout_s: float = 3600.0
+    # "I/N": run only shard I (0-based) of N, every N-th episode of the run (evalkit/run/shards.py); not part of
+    # the identity, so that `evalkit merge` can check that shards belong to one run.
+    shard: Optional[str] = None
+    # Where episodes run: "local" (this machine: -w worker processes) or "ray" (simulator actors across a
+    # Ray cluster, `workers` of them, and policy actors; evalkit/run/ray_backend.py). Not part of the
+    # identity: outcomes do not depend on it.
+    backend: str = "local"
+    ray_address: Optional[str] = None  # None: a local Ray; "auto" or HOST:PORT: join that cluster
+    ray_sim_cpus: float = 1.0  # CPUs each simulator actor asks for
+    ray_sim_resources: dict = field(default_factory=dict)  # custom resources it asks for, e.g. {"sim": 1}
+    ray_policy_gpus: float = 0.0  # GPUs each policy actor asks for
+    ray_policy_replicas: int = 1
+    ray_max_batch: int = 8  # queries a policy actor answers with one act_batch
+    ray_max_wait_ms: float = 2.0  # how long the first query of a batch waits for others
+    episode_retries: int = 2  # a simulator actor (or its node) that dies: its episode is run again this often
 
     def __post_init__(self):
-        from evalkit.core.settings import validate_run_config
+        from evalkit.core.settings import normalize_video, validate_run_config
 
         validate_run_config(self)  # a bad value is named here, before it can spoil episodes (evalkit/core/settings.py)
+        self.mode = normalize_mode(self.mode)
+        self.video = normalize_video(self.video)  # true -> "all", "3" -> 3
+        if self.shard is not None:  # " 1 / 4" -> "1/4"
+            self.shard = "{}/{}".format(*parse_shard(self.shard))
         if self.preset is None:
             self.preset = default_preset(self.suites)
 
@@ -93,7 +119,8 @@ class RunConfig:
     def out_dir(self) -> Path:
         if self.out:
             return Path(self.out)
-        return Path("runs") / f"{'+'.join(self.suites)}__{self.policy}__{self.mode.replace(':', '-')}__{self.preset}"
+        shard = "__shard-{}-of-{}".format(*parse_shard(self.shard)) if self.shard else ""
+        return Path("runs") / f"{'+'.join(self.suites)}__{self.policy}__{self.mode.replace(':', '-')}__{self.preset}{shard}"
 
     def typed_policy_args(self) -> dict:
         """The policy arguments as the policy receives them ("false" and false are one setting)."""
@@ -153,15 +180,6 @@ def git_revision() -> str:
         return "unknown"
 
 
-class RunInterrupted(Exception):
-    """Ctrl-C: the episodes stored so far are kept; re-running the same command resumes."""
-
-    def __init__(self, out: Path, stored: int, total: Optional[int]):
-        self.out, self.stored, self.total = out, stored, total
-        of_total = f" of {total}" if total is not None else ""
-        super().__init__(f"interrupted: {stored}{of_total} episodes stored in {out}; re-run the same command to resume")
-
-
 def execute(config: RunConfig, progress: bool = True, retry_errors: bool = False, supervise: bool = False) -> Path:
     """Run (or finish) the configured run; returns its directory.
 
@@ -172,9 +190,7 @@ def execute(config: RunConfig, progress: bool = True, retry_errors: bool = False
     """
     config.check()  # every setting, the suites' task ranges and --out, before anything is built or created
     if supervise:
-        from evalkit.run.supervisor import supervise_run
-
-        return supervise_run(config, progress, retry_errors)
+        return supervise_run(run_in_process, config, progress, retry_errors)
     with RunLock(config.out_dir()):
         return run_in_process(config, progress, retry_errors)
 
@@ -182,19 +198,20 @@ def execute(config: RunConfig, progress: bool = True, retry_errors: bool = False
 def run_in_process(config: RunConfig, progress: bool = True, retry_errors: bool = False, on_plan=None) -> Path:
     """The run itself; the caller holds the run directory's lock. `on_plan(total, done)` is told the
     episode count before the first episode starts."""
-    if config.mode != REFERENCE_MODE:
-        parse_mode(config.mode)  # fail fast on a bad mode
     protocol = config.protocol()
     suites = [registry.make_suite(name) for name in config.suites]
-    policy = registry.make_policy(config.policy, config.policy_args)
+    ray_runner = _ray_runner(config)
+    policy = ray_runner.policy() if ray_runner else registry.make_policy(config.policy, config.policy_args)
     requested_mode = config.mode
     config = dataclasses.replace(config, mode=resolve_mode(config.mode, config.policy, policy.spec, suites))
     out = config.out_dir()
     episodes = [ep for s in suites for ep in s.episodes(config.tasks, config.episodes_per_task, config.seed)]
     refuse_overlapping_suites(episodes)
+    video_plan = plan_videos(config.video, episodes)  # over the whole run: the same with any worker count or shard
     for suite in suites:  # an unknown image path fails here, not in every episode
         ImagePreparer(image_path_for(suite, policy.spec), policy.spec.image_size)
-    store = _open_store(out, config, protocol, suites, policy, requested_mode)
+    store = _open_store(out, config, protocol, suites, policy, requested_mode, run_episodes=episodes)
+    episodes = shard_of(episodes, config.shard)  # --shard I/N: episodes I, I+N, I+2N, ... (evalkit/run/shards.py)
     if retry_errors and (retired := store.retire_faults()):
         print(f"--retry-errors: running {retired} episode(s) stored as error or timeout again", file=sys.stderr)
 
@@ -210,12 +227,16 @@ def run_in_process(config: RunConfig, progress: bool = True, retry_errors: bool 
     worker_config = WorkerConfig(
         suites={s.name: s for s in suites}, spec=policy.spec, mode=config.mode, protocol=protocol,
         env_options=EnvOptions(cameras=tuple(policy.spec.cameras), privileged=policy.spec.privileged,
-                               video=config.video, render_all=config.render_all, image_size=config.image_size,
+                               video=bool(config.video), render_all=config.render_all, image_size=config.image_size,
                                assets=config.assets),
-        video_dir=str(out / "videos") if config.video else None,
+        video_dir=str(out / "videos") if config.video else None, video_plan=video_plan,
     )
     try:
-        _run_all(todo, policy, config, worker_config, recorder, in_flight)
+        if ray_runner is not None:
+            ray_runner.in_flight = in_flight  # episodes are marked as the driver hands them out
+            ray_runner.run(todo, recorder, worker_config)
+        else:
+            _run_all(todo, policy, config, worker_config, recorder, in_flight)
     except KeyboardInterrupt:
         raise RunInterrupted(out, len(store.results()), len(episodes)) from None
     finally:
@@ -237,9 +258,7 @@ def resolve_mode(mode: str, policy_name: str, spec, suites) -> str:
     if len(modes) > 1:
         raise ValueError(f"policy {policy_name!r}'s reference modes differ across these suites "
                          f"({', '.join(f'{s.name}: {declared[s.robot]}' for s in suites)}); run them separately")
-    resolved = modes.pop()
-    parse_mode(resolved)
-    return resolved
+    return normalize_mode(modes.pop())
 
 
 def refuse_overlapping_suites(episodes) -> None:
@@ -256,10 +275,11 @@ def refuse_overlapping_suites(episodes) -> None:
 
 
 def _open_store(out: Path, config: RunConfig, protocol: Protocol, suites, policy,
-                requested_mode: Optional[str] = None) -> ResultStore:
-    """Bind the run directory to this run's identity and record how the run was made."""
+                requested_mode: Optional[str] = None, run_episodes=()) -> ResultStore:
+    """Bind the run directory to this run's identity (and shard) and record how the run was made."""
     store = ResultStore(out)
     store.claim(config.identity())
+    bind_shard(store, config.shard, run_episodes)  # a shard directory holds one shard of one run
     postprocess = {s.name: postprocessor_for(s, policy.spec).name for s in suites}
     semantics = describe_run(protocol, config.mode, postprocess)
     semantics["mode_requested"] = requested_mode or config.mode
@@ -305,13 +325,22 @@ class _Recorder:
             self.bar.write(f"episode {result.key} ended as {result.termination}: {last_line}")
 
 
+def _ray_runner(config: RunConfig):
+    """The Ray backend's runner (it holds the policy actors), or None for local workers."""
+    if config.backend != "ray":
+        return None
+    from evalkit.run.ray_backend import RayRunner, RaySettings
+
+    return RayRunner(config.policy, config.policy_args, RaySettings.of(config))
+
+
 def _run_all(todo, policy, config: RunConfig, worker_config: WorkerConfig, record, in_flight: "InFlightLog") -> None:
     """Episodes that were in flight with others when a run process died go first, each alone, so
     that the one that kills the process is the only one blamed (evalkit/run/supervisor.py)."""
     suspects = in_flight.suspects()
     alone = [ep for ep in todo if ep.key in suspects]
     rest = [ep for ep in todo if ep.key not in suspects]
-    in_process = alone + (rest if config.workers <= 1 else [])
+    in_process = alone + (rest if config.workers <= 1 and config.backend == "local" else [])
     if in_process:
         worker = EpisodeWorker(WatchedPolicy(policy, in_flight), worker_config)
         try:

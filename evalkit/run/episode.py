@@ -14,17 +14,15 @@ from typing import Callable, Optional
 import numpy as np
 
 from evalkit.core.conventions import Postprocessor
-from evalkit.core.execution import ChunkedPolicy
+from evalkit.core.execution import ChunkedPolicy, InvalidAction
 from evalkit.core.fingerprint import settle_fingerprint
+from evalkit.core.policy import QueryTimeout
 from evalkit.core.protocol import Protocol
 from evalkit.core.suite import SuiteEnv
-from evalkit.core.types import EpisodeResult, EpisodeSpec, Observation, Undecodable, validate_chunk
+from evalkit.core.types import EpisodeResult, EpisodeSpec, Observation
+from evalkit.run.video import capture_frame
 
 WAIT_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)  # hold still, gripper open
-
-
-class InvalidAction(Exception):
-    pass
 
 
 @dataclass
@@ -64,6 +62,8 @@ def run_episode(
                             prepare_images or (lambda obs: None))
     except InvalidAction as exc:
         termination, error = "invalid_action", str(exc)
+    except QueryTimeout as exc:
+        termination, error = "timeout", str(exc)
     except Exception:  # a fault in the policy or env ends this episode only
         termination, error = "error", traceback.format_exc()
     result = EpisodeResult(
@@ -81,6 +81,7 @@ def run_episode(
         error=error,
         settle_fingerprint=tally.settle_fingerprint,
         undecodable=tally.undecodable,
+        params=episode.param_dict(),
     )
     return result, tally.frames
 
@@ -91,6 +92,8 @@ def _play(env, policy: ChunkedPolicy, episode: EpisodeSpec, protocol: Protocol, 
     count_queries = protocol.budget_unit == "queries"
     check = protocol.success_rule
     _settle(env, episode, protocol.wait_steps, tally, video)
+    if video:  # the settled scene, then one frame per step (evalkit/run/video.py)
+        tally.frames.append(capture_frame(env, policy.spec.cameras, 0, False))
     while True:
         if policy.needs_query:
             if count_queries and tally.queries >= budget:
@@ -104,7 +107,7 @@ def _play(env, policy: ChunkedPolicy, episode: EpisodeSpec, protocol: Protocol, 
         tally.success = env.step(action, render=(policy.needs_query and budget_left) or video)
         tally.steps += 1
         if video:
-            tally.frames.append(env.frame())
+            tally.frames.append(capture_frame(env, policy.spec.cameras, tally.steps, tally.success, action[-1]))
         if tally.success and (check == "first" or (check == "chunk_end" and policy.needs_query)):
             return "success"
         if not count_queries and tally.steps >= budget:
@@ -128,23 +131,20 @@ def _settle(env, episode: EpisodeSpec, wait_steps: int, tally: _Tally, video: bo
     for i in range(wait_steps):
         env.step(WAIT_ACTION, render=i == wait_steps - 1 or video)
     tally.settle_fingerprint = settle_fingerprint(env)  # free: the state after the wait steps
-    if video:
-        tally.frames.append(env.frame())
 
 
 def _query(env, policy: ChunkedPolicy, episode: EpisodeSpec, tally: _Tally, prepare_images) -> None:
     obs = env.observation()
     obs.episode_key, obs.step = episode.key, tally.steps
     prepare_images(obs)
-    t0 = time.perf_counter()
-    raw = policy.policy.act(obs, episode.instruction)
-    tally.policy_s += time.perf_counter() - t0
+    try:
+        record = policy.query(obs, episode.instruction)
+    except InvalidAction as exc:
+        tally.queries += 1
+        raise InvalidAction(f"query {tally.queries} at step {tally.steps}: {exc}") from None
     tally.queries += 1
-    tally.undecodable += isinstance(raw, Undecodable)
-    chunk, problem = validate_chunk(raw, policy.spec)
-    if chunk is None:
-        raise InvalidAction(f"query {tally.queries} at step {tally.steps}: {problem}")
-    policy.add_chunk(chunk)
+    tally.policy_s += record.seconds
+    tally.undecodable += record.undecodable
 
 
 def describe_run(protocol: Protocol, mode: str, postprocess: Optional[dict] = None) -> dict:

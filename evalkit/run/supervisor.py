@@ -33,6 +33,15 @@ POLL_S = 0.25
 MAX_RESTARTS = 10_000  # every restart records an episode or isolates a batch, so this is only a backstop
 
 
+class RunInterrupted(Exception):
+    """Ctrl-C: the episodes stored so far are kept; re-running the same command resumes."""
+
+    def __init__(self, out: Path, stored: int, total: Optional[int]):
+        self.out, self.stored, self.total = out, stored, total
+        of_total = f" of {total}" if total is not None else ""
+        super().__init__(f"interrupted: {stored}{of_total} episodes stored in {out}; re-run the same command to resume")
+
+
 @dataclass
 class _Child:
     """What the supervisor learnt from one child process."""
@@ -46,14 +55,14 @@ class _Child:
     pid: int = 0
 
 
-def supervise_run(config, progress: bool = True, retry_errors: bool = False) -> Path:
-    """Run `config` (evalkit.run.driver.RunConfig) in watched child processes until every episode is stored."""
-    from evalkit.run.driver import RunInterrupted
-
+def supervise_run(run, config, progress: bool = True, retry_errors: bool = False) -> Path:
+    """Run `config` (evalkit.run.driver.RunConfig) in watched child processes until every episode is
+    stored; `run(config, progress, retry_errors, on_plan)` is the run itself (evalkit.run.driver.run_in_process),
+    a module-level function so that the child process can import it."""
     out = config.out_dir()
     with RunLock(out):
         for _ in range(MAX_RESTARTS):
-            child = _watch(config, progress, retry_errors, out)
+            child = _watch(run, config, progress, retry_errors, out)
             retry_errors = False  # retire stored errors once, not the ones this run records
             if child.error is not None:
                 raise child.error
@@ -65,10 +74,10 @@ def supervise_run(config, progress: bool = True, retry_errors: bool = False) -> 
     raise RuntimeError(f"the run in {out} kept dying; see the messages above")
 
 
-def _watch(config, progress: bool, retry_errors: bool, out: Path) -> _Child:
+def _watch(run, config, progress: bool, retry_errors: bool, out: Path) -> _Child:
     ctx = mp.get_context("spawn")
     receiver, sender = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_child_main, args=(sender, config, progress, retry_errors), name="evalkit-run")
+    process = ctx.Process(target=_child_main, args=(sender, run, config, progress, retry_errors), name="evalkit-run")
     process.start()
     sender.close()
     child = _Child(pid=process.pid)
@@ -189,10 +198,8 @@ def _thread_lock_for_tqdm() -> None:
     tqdm.set_lock(threading.RLock())
 
 
-def _child_main(sender, config, progress: bool, retry_errors: bool) -> None:
+def _child_main(sender, run, config, progress: bool, retry_errors: bool) -> None:
     """The run, in the child: report its plan, its end, or the error that stopped it."""
-    from evalkit.run.driver import RunInterrupted, run_in_process
-
     die_with_parent()
     _thread_lock_for_tqdm()
     out = config.out_dir()
@@ -200,7 +207,7 @@ def _child_main(sender, config, progress: bool, retry_errors: bool) -> None:
     fault_log = open(out / FAULT_LOG, "a")
     faulthandler.enable(file=fault_log)  # a fatal signal writes its traceback where the supervisor reads it
     try:
-        run_in_process(config, progress, retry_errors, on_plan=lambda total, done: sender.send(("plan", total, done)))
+        run(config, progress, retry_errors, on_plan=lambda total, done: sender.send(("plan", total, done)))
         sender.send(("done",))
     except (KeyboardInterrupt, RunInterrupted):
         sender.send(("interrupted",))

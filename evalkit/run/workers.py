@@ -20,11 +20,13 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Callable, Optional
 
-from evalkit.core.conventions import Postprocessor
+from evalkit.core.conventions import postprocessor_for
 from evalkit.core.execution import wrap
-from evalkit.core.policy import QueryError, answer_batch
+from evalkit.core.images import ImagePreparer, image_path_for
+from evalkit.core.policy import QueryError, QueryTimeout, answer_batch
 from evalkit.core.protocol import Protocol
 from evalkit.run.episode import run_episode
+from evalkit.run.video import VideoPlan, save_episode_video
 from evalkit.core.suite import EnvOptions
 from evalkit.core.types import EpisodeResult, EpisodeSpec, PolicySpec
 
@@ -45,7 +47,7 @@ class PolicyProxy:
     def act(self, obs, instruction: str):
         self.conn.send(("query", obs, instruction))
         if not self.conn.poll(REPLY_TIMEOUT_S):
-            raise TimeoutError(f"no reply from the policy process within {REPLY_TIMEOUT_S:.0f} s")
+            raise QueryTimeout(f"no reply from the policy process within {REPLY_TIMEOUT_S:.0f} s")
         kind, payload = self.conn.recv()
         if kind == "policy_error":
             raise RuntimeError(f"the policy raised in the parent process:\n{payload}")
@@ -60,40 +62,13 @@ class WorkerConfig:
     protocol: Protocol
     env_options: EnvOptions
     video_dir: Optional[str] = None
-
-
-def postprocessor_for(suite, spec: PolicySpec) -> Postprocessor:
-    """The action postprocessor for a policy's convention on a suite's robot."""
-    return Postprocessor(suite.robot, spec.action_convention, spec.sticky_gripper_repeats, spec.sticky_gripper_variant)
-
-
-def image_path_for(suite, spec: PolicySpec) -> str:
-    """The named image path for a policy on a suite's robot (see PolicySpec.image_path)."""
-    if spec.image_path != "reference":
-        return spec.image_path
-    paths = dict(spec.image_paths)
-    return paths.get(suite.robot, paths.get("*", "none"))
-
-
-class ImagePreparer:
-    """Applies a named image path (evalkit.core.images) to every camera frame of an observation."""
-
-    def __init__(self, path: str, size: int):
-        from evalkit.core.images import IMAGE_PATHS
-
-        if path not in IMAGE_PATHS:
-            raise ValueError(f"unknown image path {path!r}; known: {', '.join(sorted(IMAGE_PATHS))}")
-        self.path, self.size, self.function = path, size, IMAGE_PATHS[path]
-
-    def __call__(self, obs) -> None:
-        if self.path != "none":
-            obs.images = {camera: self.function(image, self.size) for camera, image in obs.images.items()}
+    video_plan: Optional[VideoPlan] = None  # which episodes record and keep a video (None with video_dir: all)
 
 
 def episode_error(episode: EpisodeSpec, message: str, termination: str = "error") -> EpisodeResult:
     """A result for an episode that could not run or finish (env build failed, worker died or hung)."""
     return EpisodeResult(episode.suite, episode.task_id, episode.task_name, episode.init_index, episode.seed,
-                         False, termination, 0, 0, 0.0, 0.0, error=message)
+                         False, termination, 0, 0, 0.0, 0.0, error=message, params=episode.param_dict())
 
 
 def die_with_parent() -> None:
@@ -120,16 +95,15 @@ class EpisodeWorker:
             env = self._env(episode.suite)
         except Exception:
             return episode_error(episode, "could not build the env:\n" + traceback.format_exc())
-        video = self.config.video_dir is not None
+        plan = self.config.video_plan
+        video = self.config.video_dir is not None and (plan is None or plan.records(episode))
         suite = self.config.suites[episode.suite]
         post = postprocessor_for(suite, self.config.spec)
         images = ImagePreparer(image_path_for(suite, self.config.spec), self.config.spec.image_size)
         result, frames = run_episode(env, self.policy, episode, self.config.protocol, video, post, images)
-        if hasattr(env, "episode_stats") and result.termination in ("success", "budget"):
+        if result.termination in ("success", "budget"):
             result.stats = env.episode_stats()  # suite-specific (SimplerEnv Bridge: partial success)
-        if frames:
-            from evalkit.run.video import save_episode_video
-
+        if frames and (plan is None or plan.keeps(result)):  # --video failures: known only now
             result.video = save_episode_video(self.config.video_dir, result, frames)
         return result
 

@@ -133,7 +133,7 @@ class OpenVLAPolicy:
 
     def _setup(self, processor, model, stats: dict, unnorm_key, crop, camera: str) -> None:
         self.processor, self.model, self.camera = processor, model, camera
-        self.crop = crop if isinstance(crop, bool) else str(crop).lower() in ("1", "true", "yes")
+        self.crop = bool(crop)  # --policy-arg center_crop=false arrives as False (evalkit.core.settings)
         self.unnorm_key = resolve_unnorm_key(stats, unnorm_key)
         self.stats = read_action_stats(stats, self.unnorm_key, "the checkpoint's norm_stats")
         self.spec = PolicySpec(cameras=(camera,), chunk_size=1, action_dim=len(self.stats.q01),

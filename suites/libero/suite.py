@@ -23,7 +23,7 @@ from typing import Optional
 import numpy as np
 
 from evalkit.core.conventions import flip_image
-from evalkit.core.suite import EnvOptions, Suite, TaskInfo
+from evalkit.core.suite import EnvOptions, Suite, SuiteEnvBase, TaskInfo
 from evalkit.core.types import EpisodeSpec, Observation
 
 # name: (max steps, summary column) - max steps of OpenVLA's and openpi's LIBERO scripts.
@@ -96,7 +96,7 @@ class _RenderGate:
         self.open = render or self.always_open
 
 
-class LiberoEnv:
+class LiberoEnv(SuiteEnvBase):
     """One LIBERO simulator, rebuilt when the task changes."""
 
     def __init__(self, suite_name: str, options: EnvOptions):

@@ -70,15 +70,25 @@ def is_simpler(suite_name: str) -> bool:
 
 
 def _all_params(results: Sequence[EpisodeResult]) -> list[tuple[EpisodeResult, dict]]:
-    """(result, its grid entry and setting) for every stored result."""
+    """(result, its grid entry and setting) for every stored result: the entry stored with the result
+    (schema v3), else, for older stores, the entry of today's grid."""
     from suites.simpler.suite import simpler_suite
 
     suites: dict = {}
     out = []
     for r in results:
         suite = suites.setdefault(r.suite, simpler_suite(r.suite))
-        out.append((r, suite.episode_params(r.task_id, r.init_index) | {"setting": suite.setting}))
+        params = _hashable(r.params) if r.params else suite.episode_params(r.task_id, r.init_index)
+        out.append((r, params | {"setting": suite.setting}))
     return out
+
+
+def _hashable(params: dict) -> dict:
+    """JSON stored the grid's tuples as lists."""
+    def tuples(value):
+        return tuple(tuples(v) for v in value) if isinstance(value, list) else value
+
+    return {k: tuples(v) for k, v in params.items()}
 
 
 def _identity(params: dict) -> tuple:
@@ -283,3 +293,18 @@ def deviation_notes(run_dir, suites_meta: dict, results: Sequence[EpisodeResult]
                      f"{STANDINS_NOTE}")
     notes.extend(f"{run_dir}: {note}" for note in duplicate_notes(simpler) + coverage_notes(simpler))
     return notes
+
+
+class SimplerReport:
+    """SimplerEnv's part of `evalkit report` (evalkit.core.suite.ReportHook)."""
+
+    options = ("sim2real",)
+
+    def notes(self, run_dir, suites_meta: dict, results: Sequence[EpisodeResult]) -> list[str]:
+        return deviation_notes(run_dir, suites_meta, results)
+
+    def sections(self, runs, options: dict) -> list:
+        return simpler_sections(runs, options.get("sim2real", ()))
+
+
+HOOK = SimplerReport()

@@ -31,7 +31,7 @@ from typing import Optional
 
 import numpy as np
 
-from evalkit.core.suite import EnvOptions, Suite, TaskInfo
+from evalkit.core.suite import EnvOptions, Suite, SuiteEnvBase, TaskInfo
 from evalkit.core.types import EpisodeSpec, Observation
 from suites.simpler import grids
 
@@ -121,7 +121,8 @@ class SimplerSuite(Suite):
         super().__init__(name=name, robot=robot, max_steps=max(info["step_limits"].values()),
                          episodes_per_task=max(info["episodes"].values()), family=FAMILIES[setting], tasks=tasks,
                          env_factory=SimplerEnv, info=info, preset="simpler",
-                         control_hz=float(first[0]["control_freq"]), fingerprint_file=str(FINGERPRINT_FILE))
+                         control_hz=float(first[0]["control_freq"]), fingerprint_file=str(FINGERPRINT_FILE),
+                         report_hook="suites.simpler.report:HOOK")
 
     def doctor_sample(self) -> list[EpisodeSpec]:
         return doctor_sample(self.name)
@@ -297,7 +298,7 @@ def reset_options(params: dict) -> dict:
     return options
 
 
-class SimplerEnv:
+class SimplerEnv(SuiteEnvBase):
     """One SimplerEnv environment; every episode starts from a fresh scene (module docstring)."""
 
     def __init__(self, suite_name: str, options: EnvOptions):

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from policies.weightfree.basic import ReachPolicy
+from policies.weightfree.basic import RandomPolicy, ReachPolicy
 from suites.fake import FakeEnv, fake_suite
 
 
@@ -140,3 +140,75 @@ class Slow(ReachPolicy):
     def act(self, obs, instruction):
         time.sleep(float(os.environ.get("FAULTY_SLOW_S", "0.05")))
         return super().act(obs, instruction)
+
+
+def _first_time(tag: str) -> bool:
+    """True the first time a tag is seen in $FAULTY_MARKER_DIR (marker files survive the process)."""
+    folder = os.environ.get("FAULTY_MARKER_DIR")
+    if not folder:
+        return False
+    marker = os.path.join(folder, tag.replace("/", "_"))
+    if os.path.exists(marker):
+        return False
+    open(marker, "w").close()
+    return True
+
+
+class DiesOnce(_Faulty):
+    """SIGKILLs its own process at the targeted episode's second query, once per run (a policy
+    actor lost to its node, say): the restarted policy answers the same as before."""
+
+    def fault(self):
+        import signal
+
+        if _first_time("policy-died"):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _DiesOnceEnv(FakeEnv):
+    """SIGKILLs its own process in the targeted episode, once per run (or always with FAULTY_ALWAYS)."""
+
+    def step(self, action, render):
+        import signal
+
+        if self.t == 15 and _targeted(self.episode.key, "1/0") and (
+                os.environ.get("FAULTY_ALWAYS") or _first_time("simulator-died")):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().step(action, render)
+
+
+def dying_suite(name: str = "fake"):
+    """The fake suite, whose simulator process is killed in task 1, init state 0 (once, or always)."""
+    suite = fake_suite("fake")
+    suite.env_factory = _DiesOnceEnv
+    return suite
+
+
+class RandomDiesOnce(RandomPolicy):
+    """The random policy (stateless), which SIGKILLs its own process at its first query of task 1,
+    init state 0, once per run: under Ray, the policy actor dies and is restarted."""
+
+    def act(self, obs, instruction):
+        import signal
+
+        if _targeted(obs.episode_key, "1/0") and _first_time("policy-died"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().act(obs, instruction)
+
+
+class Stateful(ReachPolicy):
+    """Moves only on every third query of an episode: its actions depend on its own history."""
+
+    def __init__(self, chunk_size: int = 1):
+        import dataclasses
+
+        super().__init__(chunk_size=chunk_size)
+        self.spec = dataclasses.replace(self.spec, stateful=True)
+        self.calls = 0
+
+    def reset(self):
+        self.calls = 0
+
+    def act(self, obs, instruction):
+        self.calls += 1
+        return super().act(obs, instruction) * (self.calls % 3 == 0)
