@@ -5,9 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { printf 'setup: %s\n' "$*"; }
 
-# MuJoCo renders offscreen through EGL; with no GPU, Mesa's llvmpipe provides it.
+# MuJoCo renders offscreen through EGL; with no GPU, Mesa's llvmpipe provides it. Chromium and its driver:
+# the test that opens `evalkit view`'s site in a headless browser (skipped without them).
 need=()
-for pkg in libegl1 libegl-mesa0 libopengl0 libgl1-mesa-dri; do
+for pkg in libegl1 libegl-mesa0 libopengl0 libgl1-mesa-dri chromium chromium-driver; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -31,8 +32,8 @@ pip_install() {
 # torch first, pinned: any other spec may pull gigabytes of CUDA packages.
 .venv/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null \
   || { say "installing torch==2.13.0"; pip_install torch==2.13.0; }
-say "installing evalkit[libero,video,nora,dev]"
-pip_install -e ".[libero,video,nora,dev]"
+say "installing evalkit[libero,video,nora,ray,dev]"
+pip_install -e ".[libero,video,nora,ray,dev]"
 # hf-libero, robosuite and bddl without their declared training dependencies.
 pip_install --no-deps hf-libero==0.1.4 robosuite==1.4.0 bddl==1.0.1
 .venv/bin/python -c 'import torch; assert torch.__version__.startswith("2.13.0"), torch.__version__'

@@ -6,7 +6,6 @@ through the `module:attr` door, so the process deaths and hangs are real ones.
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import pytest
 from evalkit.cli import main
 from evalkit.run.driver import RunConfig, execute
 from evalkit.results.store import ResultStore, RunLock, RunLocked, RunMismatch
+from helpers.runs import outcomes, stored_count
 
 HELPERS = Path(__file__).parent / "helpers"
 EPISODES = 12  # the fake suite's 4 tasks x 3 init states
@@ -33,9 +33,6 @@ def evalkit(out, *flags, check=True, timeout=180, env=None):
     return proc
 
 
-def outcomes(run_dir) -> dict:
-    with ResultStore(run_dir, readonly=True) as store:
-        return {r.key: (r.termination, r.success, r.steps, r.queries) for r in store.results()}
 
 
 def errors(run_dir) -> dict:
@@ -130,7 +127,7 @@ def test_ctrl_c_stops_at_once_and_says_how_to_resume(tmp_path, clean):
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
     deadline = time.time() + 60
-    while time.time() < deadline and _count(out) < 2:
+    while time.time() < deadline and stored_count(out) < 2:
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole foreground group
     sent = time.time()
@@ -143,12 +140,6 @@ def test_ctrl_c_stops_at_once_and_says_how_to_resume(tmp_path, clean):
     assert outcomes(out) == clean
 
 
-def _count(out) -> int:
-    try:
-        with ResultStore(out, readonly=True) as store:
-            return len(store.results())
-    except Exception:
-        return 0
 
 
 def test_retry_errors_runs_lost_episodes_again_and_compare_refuses_runs_with_errors(tmp_path, clean, capsys):

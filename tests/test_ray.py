@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from evalkit.results.store import ResultStore
+from helpers.runs import outcomes, stored_count
 
 pytest.importorskip("ray")
 
@@ -29,9 +30,6 @@ def evalkit(out, *flags, env=None, check=True):
     return proc
 
 
-def outcomes(run_dir) -> dict:
-    with ResultStore(run_dir, readonly=True) as store:
-        return {r.key: (r.termination, r.success, r.steps, r.queries) for r in store.results()}
 
 
 RAY = ["--backend", "ray", "-w", "2"]
@@ -67,21 +65,15 @@ def test_killing_the_driver_loses_only_episodes_in_flight(tmp_path, local_runs):
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                             start_new_session=True)
     deadline = time.time() + 120
-    while time.time() < deadline and _count(out) < 3:
+    while time.time() < deadline and stored_count(out) < 3:
         time.sleep(0.1)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its supervisor, with no chance to clean up
     proc.wait()
-    assert 3 <= _count(out) < EPISODES
+    assert 3 <= stored_count(out) < EPISODES
     evalkit(out, "--policy", "faulty:Slow", "--policy-arg", "chunk_size=2", *RAY, env={"FAULTY_SLOW_S": "0"})
     assert outcomes(out) == expected
 
 
-def _count(out) -> int:
-    try:
-        with ResultStore(out, readonly=True) as store:
-            return len(store.results())
-    except Exception:
-        return 0
 
 
 def test_a_simulator_actor_killed_mid_episode_costs_nothing(tmp_path, local_runs):
@@ -111,3 +103,11 @@ def test_a_policy_actor_killed_is_restarted_and_its_queries_answered(tmp_path, l
             env={"FAULTY_MARKER_DIR": str(tmp_path)})
     assert (tmp_path / "policy-died").exists()
     assert outcomes(tmp_path / "ray") == expected
+
+
+def test_nothing_imports_ray_unless_the_backend_is_chosen(tmp_path):
+    code = ("import sys\nfrom evalkit.run.driver import RunConfig, execute\n"
+            f"execute(RunConfig.from_dict({{'suites': ['fake'], 'policy': 'random', 'episodes_per_task': 1, "
+            f"'workers': 2, 'out': {str(tmp_path / 'run')!r}}}), progress=False)\n"
+            "from evalkit import cli\ncli.main(['list'])\nassert 'ray' not in sys.modules, 'ray was imported'\n")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=120)

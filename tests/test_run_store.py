@@ -1,6 +1,5 @@
 """Results store, resume, SIGKILL and worker-count invariance, through the real CLI on the fake suite."""
 
-import dataclasses
 import os
 import signal
 import sqlite3
@@ -15,7 +14,6 @@ from evalkit.results.report import report_runs
 from evalkit.run.driver import RunConfig, execute
 from evalkit.core.registry import register
 from evalkit.results.store import ResultStore, RunMismatch
-from policies.weightfree.basic import ReachPolicy
 
 
 def outcomes(run_dir):
@@ -47,24 +45,8 @@ def test_changed_identity_is_refused(tmp_path):
         execute(config(tmp_path, episodes_per_task=1, mode="receding:2"), progress=False)
 
 
-class StatefulReach(ReachPolicy):
-    """Moves only on every third query of an episode: its actions depend on its own history."""
-
-    def __init__(self):
-        super().__init__(chunk_size=1)
-        self.spec = dataclasses.replace(self.spec, stateful=True)
-        self.calls = 0
-
-    def reset(self):
-        self.calls = 0
-
-    def act(self, obs, instruction):
-        self.calls += 1
-        return super().act(obs, instruction) * (self.calls % 3 == 0)
-
-
 def test_two_workers_match_one_worker(tmp_path):
-    register("policy", "test-stateful", "test_run_store:StatefulReach")
+    register("policy", "test-stateful", "helpers.faulty:Stateful")
     for policy, args in [("random", {"chunk_size": 3, "scale": 0.8}), ("scripted-reach", {"chunk_size": 2}),
                          ("test-stateful", {})]:
         one = execute(config(tmp_path, f"w1-{policy}", policy=policy, policy_args=args), progress=False)

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from evalkit.cli import main
-from evalkit.results.report import collect_report, render, table_slug
+from evalkit.results.report import collect_report, table_slug
 from evalkit.results.store import ResultStore, export_run
 from evalkit.results.view import build_site, markdown_table
 from evalkit.run.driver import RunConfig, execute
@@ -170,6 +170,8 @@ def test_view_command(runs, tmp_path, capsys):
     videos = list((tmp_path / "site" / "videos").rglob("*.mp4"))
     assert videos and all(v.is_symlink() and v.resolve().is_file() for v in videos)
     assert main(["view", "--out", str(tmp_path / "empty")]) == 2  # nothing to show
+    assert main(["view", str(runs[0]), "--out", str(runs[0])]) == 2  # never into a run directory
+    assert (runs[0] / "videos").is_dir() and not (runs[0] / "index.html").exists()
 
 
 def test_tracker_offline(runs, tmp_path, monkeypatch):
@@ -182,11 +184,24 @@ def test_tracker_offline(runs, tmp_path, monkeypatch):
     where = log_run("wandb", runs[1], project="evalkit-test")
     run_dir = next((tmp_path / "wandb").glob("offline-run-*"))
     assert str(run_dir) in where
-    stored = next(run_dir.glob("run-*.wandb")).read_bytes()
-    for key in (b"success/fake", b"success/fake/task03", b"random"):  # summary values, config
-        assert key in stored
+    with pytest.raises(ValueError, match="unknown tracker"):
+        log_run("mlflow", runs[1])
+    keys = (b"success/fake", b"success/fake/task03", b"random")  # summary values, config
+    for _ in range(50):  # wandb's service may still be writing its log when finish() returns
+        stored = next(run_dir.glob("run-*.wandb")).read_bytes()
+        if all(key in stored for key in keys):
+            break
+        time.sleep(0.2)
+    assert [key for key in keys if key not in stored] == []
     assert len(list(run_dir.rglob("media/videos/**/*.mp4"))) == 4  # a few failure videos
     assert list(run_dir.rglob("media/table/**/*.table.json"))
+    # `evalkit run --log wandb`: the flag is not a run setting; the run is logged once finished
+    import evalkit.cli as cli
+
+    monkeypatch.setattr(cli, "SUPERVISE", False)
+    assert main(["run", "--suite", "fake", "--policy", "scripted-reach", "--tasks", "0", "--episodes-per-task", "1",
+                 "--out", str(tmp_path / "logged"), "--no-progress", "--log", "wandb", "--log-project", "t"]) == 0
+    assert len(list((tmp_path / "wandb").glob("offline-run-*"))) == 2
 
 
 # -- in a real browser --------------------------------------------------------------------------
@@ -263,6 +278,22 @@ def check_in_browser(browser, page: Path, sources: dict, shot: Path) -> None:
 def test_site_in_a_headless_browser(browser, site, runs, tmp_path):
     check_in_browser(browser, site[0], {"reach": runs[0], "random": runs[1]}, tmp_path / "site.png")
     assert (tmp_path / "site.png").stat().st_size > 10_000
+
+
+def test_failed_episodes_show_their_error_and_traceback(browser, tmp_path):
+    from selenium.webdriver.support.ui import Select
+
+    fragile = tmp_path / "fragile"  # fake_fragile's simulator raises on task 1
+    execute(RunConfig.from_dict(dict(suites=["fake_fragile"], policy="scripted-reach", tasks=[0, 1], episodes_per_task=1,
+                                     out=str(fragile))), progress=False)
+    page = build_site([fragile], tmp_path / "site")
+    browser.get(page.as_uri())
+    Select(browser.find_element("id", "filter-outcome")).select_by_value("error")
+    rows = browser.find_elements("css selector", "#episode-rows tr")
+    assert len(rows) == 1
+    rows[0].find_element("tag name", "summary").click()
+    trace = rows[0].find_element("tag name", "pre").text
+    assert "Traceback" in trace and "fake simulator fault (fake_fragile, task 1)" in trace
 
 
 @pytest.mark.libero

@@ -24,7 +24,7 @@ import numpy as np
 
 from evalkit.core import registry
 from evalkit.core.images import ImagePreparer, image_path_for
-from evalkit.core.settings import SettingError
+from evalkit.core.arguments import SettingError
 from evalkit.core.suite import EnvOptions, Suite
 from evalkit.core.types import EpisodeSpec, NoAction, Observation, PolicySpec, Undecodable, validate_chunk
 

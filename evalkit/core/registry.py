@@ -240,7 +240,7 @@ def _read_entry_points(kind: str) -> None:
 def make_policy(name: str, args: dict | None = None) -> Any:
     """Build a registered policy with keyword arguments (from --policy-arg or YAML), converted once to
     the types its constructor declares (evalkit.core.settings.coerce_policy_args: "false" is False)."""
-    from evalkit.core.settings import SettingError, coerce_policy_args
+    from evalkit.core.arguments import SettingError, coerce_policy_args
 
     factory = load("policy", name)
     kwargs = coerce_policy_args(factory, args, f"policy {name!r}")

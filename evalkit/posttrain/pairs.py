@@ -186,7 +186,7 @@ def write_pairs(policy, episodes: list[Episode], settings: PairSettings, out: st
 
 
 def make_world_model(name: str, args: Optional[dict] = None):
-    from evalkit.core.settings import coerce_policy_args
+    from evalkit.core.arguments import coerce_policy_args
 
     factory = registry.load("world_model", name)
     try:  # arguments typed as the factory declares them, as policy arguments are

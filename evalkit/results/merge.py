@@ -229,7 +229,7 @@ def _refuse_other_simulators(shards: list) -> None:
         differ = [p for p in packages if table.get(p, ["not installed"]) != tables[0].get(p, ["not installed"])]
         if differ:
             raise RunMismatch(
-                f"cannot merge shards made with different simulator versions: "
+                "cannot merge shards made with different simulator versions: "
                 + "; ".join(f"{p} {', '.join(tables[0].get(p, ['not installed']))} in {shards[0].dir}, "
                             f"{', '.join(table.get(p, ['not installed']))} in {shard.dir}" for p in differ)
                 + ". Their physics may differ; re-run the odd shards with the same installation")

@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from evalkit.core.types import EpisodeResult
-from evalkit.results.report import ReportData, collect_report, run_labels, table_slug, tally_by, wilson_interval, \
-    write_tables
+from evalkit.results.report import (SUCCESS_CHECKS, ReportData, collect_report, run_labels, table_slug, tally_by,
+                                    wilson_interval, write_tables)
 
 COLOURS = ("#3366cc", "#dc7633", "#2e9e5b", "#9b59b6", "#c0392b", "#17a2b8", "#7f8c8d", "#b7950b")
 esc = html.escape
@@ -103,20 +103,22 @@ def compare_runs(runs: list[RunView], alpha: float, threshold: float, allow_erro
 def copy_videos(runs: list[RunView], out: Path, link: bool = False) -> None:
     """Each stored video into SITE/videos/<run>/ (a copy, or a relative link); the page names these."""
     for run in runs:
+        folder = out / "videos" / run.label
+        shutil.rmtree(folder, ignore_errors=True)  # a rebuilt site holds only the videos the runs hold now
         base = Path(run.source) if Path(run.source).is_dir() else Path(run.source).parent
         for result in run.results:
             source = find_video(result.video, base)
-            if source is None:
-                continue
-            target = out / "videos" / run.label / source.name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if target.exists() or target.is_symlink():
-                target.unlink()
-            if link:
-                target.symlink_to(os.path.relpath(source.resolve(), target.parent.resolve()))
-            else:
-                shutil.copyfile(source, target)
-            run.videos[result.key] = f"videos/{run.label}/{source.name}"
+            if source is not None:
+                _place(source, folder / source.name, link)
+                run.videos[result.key] = f"videos/{run.label}/{source.name}"
+
+
+def _place(source: Path, target: Path, link: bool) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if link:
+        target.symlink_to(os.path.relpath(source.resolve(), target.parent.resolve()))
+    else:
+        shutil.copyfile(source, target)
 
 
 def find_video(stored: str, run_dir: Path) -> Optional[Path]:
@@ -201,20 +203,26 @@ def build_site(sources: Sequence, out, sweeps: Sequence = (), alpha: float = 0.0
                allow_errors: bool = False, link_videos: bool = False) -> Path:
     """Write SITE/index.html, SITE/tables/ and SITE/videos/; returns the page's path."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; name a folder for the site")
-    if not sources and not sweeps:
-        raise ValueError("nothing to show: give run directories, export files or --sweep files")
-    runs = load_runs(sources)
+    _check_out(out, sources, sweeps)
+    runs = load_runs(sources)  # everything is read (and refused) before anything is written
+    sweep_views = [load_sweep_view(s) for s in sweeps]
+    comparisons = compare_runs(runs, alpha, threshold, allow_errors)
     out.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(out / "videos", ignore_errors=True)  # a rebuilt site holds only these runs' videos
     copy_videos(runs, out, link_videos)
     if sources:
         write_tables(sources, out, labels=[run.label for run in runs])
-    comparisons = compare_runs(runs, alpha, threshold, allow_errors)
-    page = render_page(runs, comparisons, [load_sweep_view(s) for s in sweeps])
+    page = render_page(runs, comparisons, sweep_views)
     (out / "index.html").write_text(page)
     return out / "index.html"
+
+
+def _check_out(out: Path, sources: Sequence, sweeps: Sequence) -> None:
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file; name a folder for the site")
+    if (out / "results.sqlite").exists() or any(out.resolve() == Path(s).resolve() for s in sources):
+        raise ValueError(f"--out {out} is a run directory; name a folder of its own for the site")
+    if not sources and not sweeps:
+        raise ValueError("nothing to show: give run directories, export files or --sweep files")
 
 
 def render_page(runs: list[RunView], comparisons: list[Comparison], sweeps: list[SweepView]) -> str:
@@ -288,7 +296,7 @@ def _provenance(run: RunView) -> str:
     if semantics.get("mode_requested") not in (None, mode):
         mode = f"{mode} (requested: {semantics['mode_requested']})"
     rows = [
-        ("policy", f"{identity.get('policy')} {_plain(identity.get('policy_args') or {})}".strip()),
+        ("policy", f"{identity.get('policy')}, arguments: {_plain(identity.get('policy_args') or {}, 'none')}"),
         ("protocol", _protocol_words(protocol)),
         ("execution mode", mode),
         ("action conventions", _plain(semantics.get("action_postprocess", {})) +
@@ -305,8 +313,8 @@ def _provenance(run: RunView) -> str:
     return f'<table class="provenance">{cells}</table>'
 
 
-def _plain(values: dict) -> str:
-    return ", ".join(f"{k} {v}" for k, v in values.items()) if values else "-"
+def _plain(values: dict, empty: str = "-") -> str:
+    return ", ".join(f"{k} {v}" for k, v in values.items()) if values else empty
 
 
 def _protocol_words(protocol: dict) -> str:
@@ -314,7 +322,8 @@ def _protocol_words(protocol: dict) -> str:
         return "-"
     budget = protocol.get("budget") or "suite limit"
     words = [f"{protocol.get('name')}: wait {protocol.get('wait_steps')} steps, budget {budget} "
-             f"{protocol.get('budget_unit')}, success checked: {protocol.get('success_rule')}",
+             f"{protocol.get('budget_unit')}, success checked at "
+             f"{SUCCESS_CHECKS.get(protocol.get('success_rule'), protocol.get('success_rule'))}",
              f"gripper rule {protocol.get('gripper_rule', 'as_mapped')}"]
     if protocol.get("sim_horizon"):
         words.append(f"simulator horizon {protocol['sim_horizon']}")
@@ -525,15 +534,15 @@ h1{font-size:20px;margin:4px 0}h2{border-bottom:2px solid #333;margin-top:28px}h
 nav a{margin-right:14px}.runs{margin:2px 0;color:#444}
 .swatch{display:inline-block;width:11px;height:11px;margin:0 5px 0 10px;border-radius:2px}
 table{border-collapse:collapse;margin:6px 0 14px}td,th{border:1px solid #ddd;padding:3px 7px;text-align:left;vertical-align:top}
-th{background:#f4f4f4}table.provenance th{width:190px}table.provenance td{max-width:900px;word-break:break-word}
+th{background:#f4f4f4}table.report td{max-width:380px;overflow-wrap:anywhere}table.provenance th{width:190px}table.provenance td{max-width:900px;word-break:break-word}
 .deviation{background:#fff4e0;border-left:4px solid #e67e22;padding:6px 12px;margin:8px 0}
 .mark{color:#d35400;cursor:help}.regression{color:#c0392b;font-weight:bold}.ok{color:#2e7d32;font-weight:bold}
 tr.flagged td{background:#fdecea}.small{color:#555;font-size:12px}
 svg.chart text{font-size:11px;fill:#333}svg.chart .tick{fill:#777}svg .grid{stroke:#e5e5e5}svg .axis{stroke:#333}
 svg .whisker{stroke:#111;stroke-width:1.2}
-section{scroll-margin-top:90px}.filters label{margin-right:14px}.browser{display:flex;gap:16px;align-items:flex-start}
-#player-box{position:sticky;top:96px;flex:0 1 480px;min-width:260px}#episodes-table td{white-space:nowrap}
-#episodes-table td.task{max-width:300px;overflow:hidden;text-overflow:ellipsis}
+section{scroll-margin-top:90px}.filters label{margin-right:14px}.filters select{max-width:360px}.browser{display:flex;gap:16px;align-items:flex-start}
+.list{flex:1 1 auto;min-width:0;overflow-x:auto}#player-box{position:sticky;top:96px;flex:0 0 420px}#episodes-table td{white-space:nowrap}
+#episodes-table td.task{max-width:240px;overflow:hidden;text-overflow:ellipsis}
 #player{width:100%;background:#000}#episodes-table{font-size:13px}#episodes-table td.ok{color:#2e7d32}
 #episodes-table td.fail{color:#c0392b}pre{white-space:pre-wrap;font-size:11px;max-width:700px}
 """
@@ -542,9 +551,9 @@ EPISODE_BROWSER = """
 <div class="filters"><label>run <select id="filter-run"></select></label>
 <label>task <select id="filter-task"></select></label>
 <label>outcome <select id="filter-outcome"></select></label> <span id="episode-count"></span></div>
-<div class="browser"><table id="episodes-table"><thead><tr><th>run</th><th>suite</th><th>task</th><th>init</th>
+<div class="browser"><div class="list"><table id="episodes-table"><thead><tr><th>run</th><th>suite</th><th>task</th><th>init</th>
 <th>seed</th><th>outcome</th><th>termination</th><th>steps</th><th>queries</th><th>time s</th><th>policy s</th>
-<th>video</th><th>error</th></tr></thead><tbody id="episode-rows"></tbody></table>
+<th>video</th><th>error</th></tr></thead><tbody id="episode-rows"></tbody></table></div>
 <div id="player-box"><video id="player" controls muted preload="auto"></video>
 <div id="player-caption" class="small"></div></div></div>
 """

@@ -124,7 +124,7 @@ class RunConfig:
 
     def typed_policy_args(self) -> dict:
         """The policy arguments as the policy receives them ("false" and false are one setting)."""
-        from evalkit.core.settings import coerce_policy_args
+        from evalkit.core.arguments import coerce_policy_args
 
         return coerce_policy_args(registry.load("policy", self.policy), self.policy_args, f"policy {self.policy!r}")
 

@@ -34,7 +34,7 @@ from typing import Callable, Optional
 
 from evalkit.core import registry
 from evalkit.core.policy import QueryTimeout
-from evalkit.run.workers import EpisodeWorker, WorkerConfig, _next_episode, episode_error
+from evalkit.run.workers import EpisodeWorker, WorkerConfig, episode_error, take_next_episode
 
 PLACEMENT_TIMEOUT_S = 120.0  # a new simulator actor not running by then: the cluster has no room for it
 
@@ -223,12 +223,8 @@ class RayRunner:
     # -- the loop ----------------------------------------------------------------------------------
 
     def _assign(self, slot: _Slot, todo: list, slots: list) -> None:
-        slot.episode = _next_episode(todo, slot.last_task, {s.last_task for s in slots if s is not slot})
-        if slot.episode is None:
+        if take_next_episode(slot, todo, slots, self.in_flight) is None:
             return
-        slot.last_task = (slot.episode.suite, slot.episode.task_id)
-        if self.in_flight is not None:
-            self.in_flight.started(slot.episode)
         slot.ref, slot.started = slot.actor.run.remote(slot.episode), time.time()
 
     def _collect(self, slots: list, todo: list, on_result: Callable) -> None:
@@ -267,12 +263,26 @@ class RayRunner:
                                                  "its simulator actor was killed", "timeout"))
                 self._replace(slot, slots, todo)
 
+    def _room_for_a_simulator(self) -> bool:
+        needed = {"CPU": self.settings.sim_cpus, **self.settings.sim_resources}
+        deadline = time.time() + ROOM_WAIT_S
+        while not _has_room(self.ray.available_resources(), needed):
+            if time.time() > deadline:
+                return False
+            time.sleep(0.25)
+        return True
+
     def _replace(self, slot: _Slot, slots: list, todo: list) -> None:
         """A fresh actor in the slot; if no episode is left for it, or the cluster cannot place
         one, the slot closes."""
         self.ray.kill(slot.actor)
         if not todo:
             slots.remove(slot)
+            return
+        if len(slots) > 1 and not self._room_for_a_simulator():
+            slots.remove(slot)  # a node is gone: go on with the simulators left
+            print(f"evalkit: no room for another simulator actor in the cluster; going on with {len(slots)}",
+                  file=sys.stderr)
             return
         fresh = self._start_simulator(slot.index)
         ready, _ = self.ray.wait([fresh.actor.ready.remote()], timeout=PLACEMENT_TIMEOUT_S)
@@ -286,6 +296,13 @@ class RayRunner:
             return
         slots[slots.index(slot)] = fresh
         self._assign(fresh, todo, slots)
+
+
+ROOM_WAIT_S = 5.0  # a killed actor's resources take a moment to come back
+
+
+def _has_room(available: dict, needed: dict) -> bool:
+    return all(available.get(name, 0.0) >= amount for name, amount in needed.items())
 
 
 def _first_line(exc: BaseException) -> str:

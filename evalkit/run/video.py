@@ -8,7 +8,7 @@ same episodes keep their video with any worker count, shard or resume, and the o
 Each frame is the agent view, or the policy's cameras side by side when it reads several, with a
 banner under it: suite, task and init state, the step, the success flag so far and the gripper
 command executed at that step (after the suite's action conventions). Small frames (the fake suite's
-16x16) are scaled up by whole pixels. Files are H.264 mp4 (plays in Chromium, Firefox and Safari).
+16x16) are scaled up by whole pixels. Files are H.264 mp4 (Debian's Chromium plays them: tests/test_view.py).
 """
 
 from __future__ import annotations

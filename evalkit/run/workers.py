@@ -161,6 +161,17 @@ def _next_episode(todo: list[EpisodeSpec], own_task, other_tasks: set) -> Option
     return None
 
 
+def take_next_episode(slot, todo: list[EpisodeSpec], slots: list, in_flight=None) -> Optional[EpisodeSpec]:
+    """Hand a worker (or a Ray simulator actor: any slot with `episode` and `last_task`) its next
+    episode, marked in flight; None when none is left."""
+    slot.episode = _next_episode(todo, slot.last_task, {s.last_task for s in slots if s is not slot})
+    if slot.episode is not None:
+        slot.last_task = (slot.episode.suite, slot.episode.task_id)
+        if in_flight is not None:
+            in_flight.started(slot.episode)
+    return slot.episode
+
+
 class ParallelRunner:
     """Runs episodes on W spawned workers; results are handed to `on_result` as they finish."""
 
@@ -209,12 +220,8 @@ class ParallelRunner:
         return _Slot(index, process, parent_conn, policy)
 
     def _assign(self, slot: _Slot, todo: list[EpisodeSpec], slots: list[_Slot], on_result) -> None:
-        slot.episode = _next_episode(todo, slot.last_task, {s.last_task for s in slots if s is not slot})
-        if slot.episode is None:
+        if take_next_episode(slot, todo, slots, self.in_flight) is None:
             return
-        slot.last_task = (slot.episode.suite, slot.episode.task_id)
-        if self.in_flight is not None:
-            self.in_flight.started(slot.episode)
         slot.deadline = None if self.episode_timeout_s is None else time.time() + self.episode_timeout_s
         try:
             slot.conn.send(("episode", slot.episode))
