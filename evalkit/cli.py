@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="save an mp4 per episode: all (a bare --video), failures, successes, or N: the first N "
                           "init states of each task")
     run.add_argument("--log", choices=["wandb", "trackio"],
-                     help="also log the finished run to an experiment tracker (extra 'track'): config, rates, "
+                     help="also log the finished run to an experiment tracker (extras 'wandb', 'trackio'): config, rates, "
                           "report table, a few failure videos")
     run.add_argument("--log-project", default="evalkit", help="the tracker's project name (default evalkit)")
     run.add_argument("--render-all", action="store_true", default=None,
@@ -275,7 +275,7 @@ def _cmd_run(args) -> int:
     out = execute(config, progress=not args.no_progress, retry_errors=args.retry_errors, supervise=SUPERVISE)
     print(report_runs([out], args.format))
     print(f"results: {out}")
-    if args.log:  # the tracker is imported only here (extra "track")
+    if args.log:  # the tracker is imported only here (extras "wandb", "trackio")
         from evalkit.results.tracking import log_run
 
         print(f"logged to {args.log}: {log_run(args.log, out, project=args.log_project)}")

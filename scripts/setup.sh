@@ -32,8 +32,8 @@ pip_install() {
 # torch first, pinned: any other spec may pull gigabytes of CUDA packages.
 .venv/bin/python -c 'import torch, sys; sys.exit(torch.__version__.split("+")[0] != "2.13.0")' 2>/dev/null \
   || { say "installing torch==2.13.0"; pip_install torch==2.13.0; }
-say "installing evalkit[libero,video,nora,ray,dev]"
-pip_install -e ".[libero,video,nora,ray,dev]"
+say "installing evalkit[libero,video,nora,ray,wandb,dev]"
+pip_install -e ".[libero,video,nora,ray,wandb,dev]"
 # hf-libero, robosuite and bddl without their declared training dependencies.
 pip_install --no-deps hf-libero==0.1.4 robosuite==1.4.0 bddl==1.0.1
 .venv/bin/python -c 'import torch; assert torch.__version__.startswith("2.13.0"), torch.__version__'

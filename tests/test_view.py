@@ -175,7 +175,7 @@ def test_view_command(runs, tmp_path, capsys):
 
 
 def test_tracker_offline(runs, tmp_path, monkeypatch):
-    pytest.importorskip("wandb", reason="the 'track' extra (wandb) is not installed")
+    pytest.importorskip("wandb", reason="the 'wandb' extra is not installed (scripts/setup.sh installs it)")
     from evalkit.results.tracking import log_run
 
     monkeypatch.setenv("WANDB_MODE", "offline")
@@ -273,6 +273,29 @@ def check_in_browser(browser, page: Path, sources: dict, shot: Path) -> None:
             if json.loads(entry["message"])["message"]["method"] == "Network.requestWillBeSent"]
     assert urls and all(url.startswith(("file://", "data:", "blob:")) for url in urls), urls
     assert any(url.startswith(page.parent.as_uri() + "/videos/") for url in urls)
+
+
+def test_tracker_trackio_local(runs, tmp_path):
+    """trackio keeps runs in a local SQLite file under TRACKIO_DIR (no network). Not in CI's install
+    (trackio pins pillow<13 and pulls gradio-client); run here with its packages on PYTHONPATH."""
+    import importlib.util
+    import json
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("trackio") is None:
+        pytest.skip("trackio is not installed")
+    code = f"from evalkit.results.tracking import log_run; log_run('trackio', {str(runs[1])!r}, project='evalkit-test')"
+    env = {**os.environ, "TRACKIO_DIR": str(tmp_path / "trackio")}  # read when trackio is imported
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, env=env, timeout=120)
+    connection = sqlite3.connect(tmp_path / "trackio" / "evalkit-test.db")
+    metrics = json.loads(connection.execute("SELECT metrics FROM metrics").fetchone()[0])
+    config = json.loads(connection.execute("SELECT config FROM configs").fetchone()[0])
+    assert "success/fake" in metrics and "report/per_task" in metrics
+    assert config["identity"]["policy"] == "random"
+    assert list((tmp_path / "trackio" / "media").rglob("*.mp4"))  # a few failure videos
 
 
 def test_site_in_a_headless_browser(browser, site, runs, tmp_path):

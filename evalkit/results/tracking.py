@@ -1,4 +1,4 @@
-"""`evalkit run ... --log wandb|trackio`: the finished run in an experiment tracker (extra "track").
+"""`evalkit run ... --log wandb|trackio`: the finished run in an experiment tracker (extras "wandb" and "trackio").
 
 What goes there, from the store alone: the run's identity, semantics and the session's config,
 versions and git revision as the tracker's config; the success rate of each suite and task as
@@ -53,7 +53,7 @@ def log_run(tracker: str, run_dir, project: str = "evalkit") -> str:
         return (_log_wandb if tracker == "wandb" else _log_trackio)(record, project)
     except ImportError as exc:
         raise RuntimeError(f"--log {tracker} needs the {tracker} package ({exc}); "
-                           f"pip install 'evalkit[track]' (or pip install {tracker})") from None
+                           f"pip install 'evalkit[{tracker}]' (or pip install {tracker})") from None
 
 
 def _log_wandb(record: dict, project: str) -> str:
