@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from evalkit.core.conventions import (StickyGripper, euler_to_axis_angle, flip_image, libero_gripper, resize_image,
+from evalkit.core.conventions import (StickyGripper, euler_to_axis_angle, flip_image, libero_gripper,
                                  widowx_gripper)
 
 
@@ -40,15 +40,9 @@ def test_half_turn_keeps_its_axis():
     assert np.abs(euler_to_axis_angle(np.pi, 0, 0)) == pytest.approx([np.pi, 0, 0], abs=1e-6)
 
 
-def test_flip_and_resize():
+def test_flip():
     image = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
     assert flip_image(image)[0, 0].tolist() == [9, 10, 11] and flip_image(image)[1, 1].tolist() == [0, 1, 2]
-    grey = np.full((256, 256, 3), 77, np.uint8)
-    for method in ("lanczos", "area"):
-        out = resize_image(grey, 224, method)
-        assert out.shape == (224, 224, 3) and (out == 77).all()
-    with pytest.raises(ValueError, match="lanczos"):
-        resize_image(grey, 224, "nearest-ish")
 
 
 # -- the per-suite postprocessor ------------------------------------------------------------

@@ -110,7 +110,7 @@ def test_tf_round_is_half_to_even_then_clipped():
 
 
 def test_pil_lanczos_is_the_previous_behaviour():
-    # What evalkit.core.conventions.resize_image(image, 224, "lanczos") did before these paths.
+    # What evalkit's Pillow LANCZOS resize did before these paths.
     from PIL import Image
 
     image = images.synthetic_frame(256, 256, seed=4)

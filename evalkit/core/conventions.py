@@ -108,16 +108,6 @@ def flip_image(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image)[::-1, ::-1])
 
 
-def resize_image(image: np.ndarray, size: int, method: str = "lanczos") -> np.ndarray:
-    """Square resize of an HxWx3 uint8 image with Pillow ('lanczos', 'bilinear', 'bicubic', 'area')."""
-    from PIL import Image
-
-    methods = {"lanczos": Image.LANCZOS, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "area": Image.BOX}
-    if method not in methods:
-        raise ValueError(f"unknown resize method {method!r}; use one of {sorted(methods)}")
-    return np.asarray(Image.fromarray(np.asarray(image, dtype=np.uint8)).resize((size, size), methods[method]))
-
-
 # -- per-suite postprocessing of model actions ----------------------------------------------
 
 ROBOTS = ("generic", "libero", "widowx", "google_robot")

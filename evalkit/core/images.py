@@ -460,7 +460,7 @@ def simpler_openvla(image: np.ndarray, size: Size = 224) -> np.ndarray:
 
 
 def pil_lanczos(image: np.ndarray, size: Size = 224) -> np.ndarray:
-    """Pillow LANCZOS (evalkit.core.conventions.resize_image, evalkit's behaviour before these paths)."""
+    """Pillow LANCZOS (evalkit's resize before these named paths existed)."""
     from PIL import Image
 
     height, width = _hw(size)
