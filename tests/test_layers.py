@@ -150,6 +150,7 @@ def test_each_result_stores_its_episodes_parameters(tmp_path):
         store.add(result)
         stored = store.results()[0].params
     assert stored["env_id"] == episode.param_dict()["env_id"]
+    assert stored == episode.param_dict()  # tuples come back as tuples
     from suites.simpler.report import _all_params
 
     [(_, params)] = _all_params([dataclasses.replace(result, params=stored)])

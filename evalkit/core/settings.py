@@ -65,6 +65,11 @@ def validate_run_config(config) -> None:
         config.protocol()  # an unknown preset, or override values it refuses, named by Protocol.validate
 
 
+def time_limit(seconds: float) -> Optional[float]:
+    """A time limit setting (query_timeout_s, episode_timeout_s) as seconds, or None: <= 0 turns it off."""
+    return seconds if seconds > 0 else None
+
+
 def _check_backend(config) -> None:
     if config.backend not in BACKENDS:
         raise _bad("backend", config.backend, " or ".join(repr(b) for b in BACKENDS))

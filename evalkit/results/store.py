@@ -318,6 +318,8 @@ def _to_result(row: dict) -> EpisodeResult:
     for name in _JSON_COLUMNS:
         if isinstance(row.get(name), str):
             row[name] = json.loads(row[name])
+    if "params" in row:  # as EpisodeSpec.param_dict() gave them: JSON turned their tuples into lists
+        row["params"] = {k: _tuples(v) for k, v in row["params"].items()}
     return EpisodeResult(**row)
 
 

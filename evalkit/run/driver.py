@@ -22,7 +22,7 @@ from evalkit.run.workers import EpisodeWorker, ParallelRunner, WorkerConfig
 from evalkit.core.protocol import Protocol
 from evalkit.run.episode import describe_run
 from evalkit.run.shards import bind_shard, shard_of
-from evalkit.core.settings import parse_shard
+from evalkit.core.settings import parse_shard, time_limit
 from evalkit.results.store import ResultStore, RunLock
 from evalkit.core.suite import EnvOptions
 from evalkit.core.types import EpisodeResult
@@ -340,7 +340,7 @@ def _run_all(todo, policy, config: RunConfig, worker_config: WorkerConfig, recor
     suspects = in_flight.suspects()
     alone = [ep for ep in todo if ep.key in suspects]
     rest = [ep for ep in todo if ep.key not in suspects]
-    in_process = alone + (rest if config.workers <= 1 and config.backend == "local" else [])
+    in_process = alone + (rest if config.workers <= 1 else [])
     if in_process:
         worker = EpisodeWorker(WatchedPolicy(policy, in_flight), worker_config)
         try:
@@ -361,8 +361,8 @@ class InFlightLog:
 
     def __init__(self, store: ResultStore, query_timeout_s: float, episode_timeout_s: float):
         self.store = store
-        self.query_timeout_s = query_timeout_s if query_timeout_s > 0 else None
-        self.episode_timeout_s = episode_timeout_s if episode_timeout_s > 0 else None
+        self.query_timeout_s = time_limit(query_timeout_s)
+        self.episode_timeout_s = time_limit(episode_timeout_s)
 
     def suspects(self) -> set[str]:
         return {row["key"] for row in self.store.in_flight() if row["deaths"] > 0}

@@ -34,6 +34,7 @@ from typing import Callable, Optional
 
 from evalkit.core import registry
 from evalkit.core.policy import QueryTimeout
+from evalkit.core.settings import time_limit
 from evalkit.run.workers import EpisodeWorker, WorkerConfig, episode_error, take_next_episode
 
 PLACEMENT_TIMEOUT_S = 120.0  # a new simulator actor not running by then: the cluster has no room for it
@@ -65,10 +66,9 @@ class RaySettings:
 
     @classmethod
     def of(cls, config) -> "RaySettings":
-        positive = lambda value: value if value and value > 0 else None  # noqa: E731
         return cls(config.ray_address, config.workers, config.ray_sim_cpus, dict(config.ray_sim_resources),
                    config.ray_policy_gpus, config.ray_policy_replicas, config.ray_max_batch, config.ray_max_wait_ms,
-                   config.episode_retries, positive(config.query_timeout_s), positive(config.episode_timeout_s))
+                   config.episode_retries, time_limit(config.query_timeout_s), time_limit(config.episode_timeout_s))
 
 
 class PolicyActor:

@@ -78,17 +78,9 @@ def _all_params(results: Sequence[EpisodeResult]) -> list[tuple[EpisodeResult, d
     out = []
     for r in results:
         suite = suites.setdefault(r.suite, simpler_suite(r.suite))
-        params = _hashable(r.params) if r.params else suite.episode_params(r.task_id, r.init_index)
+        params = dict(r.params) if r.params else suite.episode_params(r.task_id, r.init_index)
         out.append((r, params | {"setting": suite.setting}))
     return out
-
-
-def _hashable(params: dict) -> dict:
-    """JSON stored the grid's tuples as lists."""
-    def tuples(value):
-        return tuple(tuples(v) for v in value) if isinstance(value, list) else value
-
-    return {k: tuples(v) for k, v in params.items()}
 
 
 def _identity(params: dict) -> tuple:
